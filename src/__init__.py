@@ -1,0 +1,1 @@
+"""Customer360 lifecycle gateway."""

@@ -1,0 +1,1 @@
+"""Tokens, principals, permissions and tenant scoping."""

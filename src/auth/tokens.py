@@ -1,0 +1,134 @@
+"""JWT validation with an explicit algorithm allow-list (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OctKey
+
+from customer360.settings import Settings
+
+from .principal import AuthError, Principal, permissions_for
+
+ASYMMETRIC = ["RS256", "ES256"]
+MAX_TOKEN_BYTES = 8192
+JWKS_REFRESH_COOLDOWN = 60.0
+
+
+class JwksCache:
+    """Keys from a JWKS URL: fetched once, refetched on an unknown kid at most once a minute."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.keys: KeySet | None = None
+        self.fetched_at = 0.0
+
+    async def get(self, kid: str | None) -> KeySet:
+        known = self.keys is not None and (
+            kid is None or any(k.kid == kid for k in self.keys.keys)
+        )
+        stale = time.monotonic() - self.fetched_at > JWKS_REFRESH_COOLDOWN
+        if self.keys is None or (not known and stale):
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                resp = await client.get(self.url)
+                resp.raise_for_status()
+            self.keys = KeySet.import_key_set(resp.json())
+            self.fetched_at = time.monotonic()
+        return self.keys
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self.leeway = settings.jwt_leeway_seconds
+        self.registry = jwt.JWTClaimsRegistry(
+            leeway=self.leeway,
+            iss={"essential": True, "value": settings.jwt_issuer},
+            aud={"essential": True, "value": settings.jwt_audience},
+            exp={"essential": True},
+            sub={"essential": True},
+            tenant_id={"essential": True},
+        )
+        self.jwks: JwksCache | None = None
+        self.static_keys: KeySet | None = None
+        self.hmac: OctKey | None = None
+        if settings.jwt_jwks_file is not None:
+            self.static_keys = KeySet.import_key_set(
+                json.loads(settings.jwt_jwks_file.read_text())
+            )
+        elif settings.jwt_jwks_url:
+            self.jwks = JwksCache(settings.jwt_jwks_url)
+        secret = settings.hs256_secret
+        if secret is not None:
+            self.hmac = OctKey.import_key(secret)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.jwks or self.static_keys or self.hmac)
+
+    async def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError(401, "Token too large")
+        try:
+            header = _peek_header(token)
+            if self.hmac is not None:
+                decoded = jwt.decode(token, self.hmac, algorithms=["HS256"])
+            elif self.static_keys is not None:
+                decoded = jwt.decode(token, self.static_keys, algorithms=ASYMMETRIC)
+            elif self.jwks is not None:
+                keys = await self.jwks.get(header.get("kid"))
+                decoded = jwt.decode(token, keys, algorithms=ASYMMETRIC)
+            else:
+                raise AuthError(401, "No token check is configured")
+            claims = decoded.claims
+            self.registry.validate(claims)
+        except AuthError:
+            raise
+        except (JoseError, ValueError, KeyError, TypeError, httpx.HTTPError) as exc:
+            raise AuthError(401, f"Invalid token: {type(exc).__name__}") from None
+        return _principal(claims)
+
+
+def _peek_header(token: str) -> dict[str, Any]:
+    head = token.split(".", 1)[0]
+    raw = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("header is not an object")
+    if str(value.get("alg", "")).lower() == "none":
+        raise ValueError("alg none")
+    return value
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    sub, tenant, roles, exp = (
+        claims.get("sub"), claims.get("tenant_id"), claims.get("roles", []), claims.get("exp"),
+    )
+    if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
+        raise AuthError(401, "Token lacks sub or tenant_id")
+    if isinstance(roles, str):
+        roles = [roles]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise AuthError(401, "Token roles must be a list of strings")
+    if not isinstance(exp, int | float):
+        raise AuthError(401, "Token lacks exp")
+    role_tuple = tuple(roles)
+    return Principal(sub, tenant, role_tuple, permissions_for(role_tuple), tenant, int(exp))
+
+
+def issue_dev_token(
+    secret: str, *, sub: str, tenant: str, roles: list[str], issuer: str, audience: str,
+    ttl: int = 3600,
+) -> str:
+    """A development token signed with C360_JWT_SECRET (`c360 token`, `c360 dev`, tests)."""
+    now = int(time.time())
+    claims = {
+        "sub": sub, "tenant_id": tenant, "roles": roles, "iss": issuer, "aud": audience,
+        "iat": now, "exp": now + ttl,
+    }
+    return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret))

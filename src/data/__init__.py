@@ -1,0 +1,1 @@
+"""Persistence: models, migrations, repositories, the unit of work, reads."""

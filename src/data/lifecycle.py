@@ -1,0 +1,228 @@
+"""Persistence for the one write path: locks, history, counts, outbox, idempotency."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from customer360.lifecycle import (
+    DEFAULT_CONFIG,
+    ChangeResult,
+    CustomerState,
+    Source,
+    StageConfig,
+    Transition,
+    config_from_json,
+)
+from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
+
+from .cloudevents import AUDIT_TOPIC, audit_event
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+_CONFIG = text(
+    "SELECT version, config, updated_at, updated_by FROM stage_configs "
+    "WHERE tenant_id = :t ORDER BY version DESC LIMIT 1"
+)
+# Stage changes share the tenant's config lock; saving a configuration takes it alone,
+# so no change can slip a customer into a stage that a concurrent save removes.
+_CONFIG_SHARED = text(
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('stage-config:' || :t, 0))"
+)
+_CONFIG_EXCLUSIVE = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
+)
+_LOCK = text(
+    "SELECT id, stage, version, stage_entered_at, updated_at FROM customers "
+    "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
+    "ORDER BY id FOR UPDATE"
+)
+_FIND_KEYS = text(
+    "SELECT key, fingerprint, result FROM idempotency_keys "
+    "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) AND created_at > :since"
+)
+# One statement, one round trip: history, current status, stage counts, outbox, keys.
+_RECORD = text(
+    """
+WITH t AS (
+  SELECT * FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:customer_ids AS uuid[]), CAST(:versions AS int[]),
+    CAST(:froms AS text[]), CAST(:tos AS text[]), CAST(:ats AS timestamptz[]),
+    CAST(:bys AS text[]), CAST(:reasons AS text[]), CAST(:sources AS text[]),
+    CAST(:config_versions AS int[]), CAST(:events AS jsonb[])
+  ) AS t(id, customer_id, version, from_stage, to_stage, changed_at, changed_by,
+         reason_code, source, config_version, event)
+),
+hist AS (
+  INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, from_stage, to_stage,
+                                 changed_at, changed_by, reason_code, source, config_version)
+  SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
+         reason_code, source, config_version
+  FROM t ORDER BY customer_id, version
+),
+latest AS (
+  SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC
+),
+cur AS (
+  UPDATE customers c SET stage = l.to_stage, stage_entered_at = l.changed_at,
+         lifecycle_updated_at = l.changed_at, lifecycle_updated_by = l.changed_by,
+         reason_code = l.reason_code, source = l.source, version = l.version,
+         updated_at = GREATEST(c.updated_at, l.changed_at)
+  FROM latest l WHERE c.tenant_id = :t AND c.id = l.customer_id
+),
+deltas AS (
+  SELECT stage, sum(d) AS d FROM (
+    SELECT to_stage AS stage, 1 AS d FROM t
+    UNION ALL SELECT from_stage, -1 FROM t WHERE from_stage IS NOT NULL
+  ) x GROUP BY stage HAVING sum(d) <> 0
+),
+counts AS (
+  -- Sorted, so concurrent writers lock count rows in one order and never deadlock.
+  INSERT INTO stage_counts (tenant_id, stage, count)
+  SELECT :t, stage, d FROM deltas ORDER BY stage
+  ON CONFLICT (tenant_id, stage) DO UPDATE SET count = stage_counts.count + EXCLUDED.count
+),
+box AS (
+  INSERT INTO outbox (tenant_id, topic, key, payload)
+  SELECT :t, :topic, customer_id::text, event FROM t ORDER BY customer_id, version
+),
+keys AS (
+  INSERT INTO idempotency_keys (tenant_id, subject, key, fingerprint, result)
+  SELECT :t, k.subject, k.key, k.fingerprint, k.result
+  FROM unnest(CAST(:k_subjects AS text[]), CAST(:k_keys AS text[]),
+              CAST(:k_fingerprints AS text[]), CAST(:k_results AS jsonb[]))
+       AS k(subject, key, fingerprint, result)
+  ON CONFLICT (tenant_id, subject, key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, created_at = now()
+    WHERE idempotency_keys.created_at <= now() - interval '24 hours'
+)
+SELECT 1
+"""
+)
+
+
+def result_to_json(r: ChangeResult) -> str:
+    t = r.transition
+    return orjson.dumps(
+        {
+            "customer_id": str(r.customer_id),
+            "stage": r.stage,
+            "version": r.version,
+            "updated_at": r.updated_at.isoformat(),
+            "transition": None
+            if t is None
+            else {
+                "id": str(t.id),
+                "tenant_id": t.tenant_id,
+                "from_stage": t.from_stage,
+                "to_stage": t.to_stage,
+                "changed_at": t.changed_at.isoformat(),
+                "changed_by": t.changed_by,
+                "reason_code": t.reason_code,
+                "source": t.source.value,
+                "version": t.version,
+                "config_version": t.config_version,
+            },
+        }
+    ).decode()
+
+
+def result_from_json(doc: dict[str, Any]) -> ChangeResult:
+    cid = uuid.UUID(doc["customer_id"])
+    t = doc["transition"]
+    transition = (
+        None
+        if t is None
+        else Transition(
+            id=uuid.UUID(t["id"]),
+            tenant_id=t["tenant_id"],
+            customer_id=cid,
+            from_stage=t["from_stage"],
+            to_stage=t["to_stage"],
+            changed_at=datetime.fromisoformat(t["changed_at"]),
+            changed_by=t["changed_by"],
+            reason_code=t["reason_code"],
+            source=Source(t["source"]),
+            version=t["version"],
+            config_version=t["config_version"],
+        )
+    )
+    return ChangeResult(
+        cid, doc["stage"], doc["version"], datetime.fromisoformat(doc["updated_at"]), transition
+    )
+
+
+async def load_stage_config(conn: AsyncConnection, tenant_id: str) -> StageConfig:
+    row = (await conn.execute(_CONFIG, {"t": tenant_id})).first()
+    if row is None:
+        return DEFAULT_CONFIG
+    return config_from_json(
+        row.config, version=row.version, updated_at=row.updated_at, updated_by=row.updated_by
+    )
+
+
+class SqlLifecycleRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
+        if for_write:
+            await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
+        return await load_stage_config(self.conn, tenant_id)
+
+    async def lock_config_exclusive(self, tenant_id: str) -> None:
+        await self.conn.execute(_CONFIG_EXCLUSIVE, {"t": tenant_id})
+
+    async def lock_customers(
+        self, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, CustomerState]:
+        rows = await self.conn.execute(_LOCK, {"t": tenant_id, "ids": list(ids)})
+        return {
+            r.id: CustomerState(r.id, r.stage, r.version, r.stage_entered_at, r.updated_at)
+            for r in rows
+        }
+
+    async def find_idempotent(
+        self, tenant_id: str, actor: str, keys: Sequence[str]
+    ) -> dict[str, StoredResult]:
+        since = datetime.now().astimezone() - IDEMPOTENCY_TTL
+        rows = await self.conn.execute(
+            _FIND_KEYS, {"t": tenant_id, "s": actor, "keys": list(keys), "since": since}
+        )
+        return {r.key: StoredResult(r.fingerprint, result_from_json(r.result)) for r in rows}
+
+    async def record(
+        self,
+        tenant_id: str,
+        transitions: Sequence[Transition],
+        idempotency: Sequence[IdempotencyRecord],
+    ) -> None:
+        ts = transitions
+        await self.conn.execute(
+            _RECORD,
+            {
+                "t": tenant_id,
+                "topic": AUDIT_TOPIC,
+                "ids": [x.id for x in ts],
+                "customer_ids": [x.customer_id for x in ts],
+                "versions": [x.version for x in ts],
+                "froms": [x.from_stage for x in ts],
+                "tos": [x.to_stage for x in ts],
+                "ats": [x.changed_at for x in ts],
+                "bys": [x.changed_by for x in ts],
+                "reasons": [x.reason_code for x in ts],
+                "sources": [x.source.value for x in ts],
+                "config_versions": [x.config_version for x in ts],
+                "events": [orjson.dumps(audit_event(x)).decode() for x in ts],
+                "k_subjects": [k.actor for k in idempotency],
+                "k_keys": [k.key for k in idempotency],
+                "k_fingerprints": [k.fingerprint for k in idempotency],
+                "k_results": [result_to_json(k.result) for k in idempotency],
+            },
+        )

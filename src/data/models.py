@@ -1,0 +1,186 @@
+"""The relational model. Every tenant table leads with tenant_id: scoping and indexes alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+live = text("deleted_at IS NULL")
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("company_name", Text),
+    Column("tier", String(16)),
+    Column("tags", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("assigned_to", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("deleted_at", TS),
+    # The current lifecycle status lives on the customer row: one row to lock, filter and sort.
+    Column("stage", Text, nullable=False),
+    Column("stage_entered_at", TS, nullable=False),
+    Column("lifecycle_updated_at", TS, nullable=False),
+    Column("lifecycle_updated_by", Text, nullable=False),
+    Column("reason_code", Text),
+    Column("source", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index("ix_customers_created", "tenant_id", text("created_at DESC"), text("id DESC"),
+          postgresql_where=live),
+    Index("ix_customers_updated", "tenant_id", text("updated_at DESC"), text("id DESC"),
+          postgresql_where=live),
+    Index("ix_customers_name", "tenant_id", "name", "id", postgresql_where=live),
+    Index("ix_customers_entered", "tenant_id", text("stage_entered_at DESC"), text("id DESC"),
+          postgresql_where=live),
+    Index("ix_customers_stage", "tenant_id", "stage", text("created_at DESC"), text("id DESC"),
+          postgresql_where=live),
+    Index("ix_customers_tier", "tenant_id", "tier", postgresql_where=live),
+    Index("ix_customers_assignee", "tenant_id", "assigned_to", postgresql_where=live),
+    Index("ix_customers_email", "tenant_id", text("lower(email)"), postgresql_where=live),
+    Index("ix_customers_tags", "tags", postgresql_using="gin"),
+)
+
+lifecycle_history = Table(
+    "lifecycle_history",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    # The customer's version after this change: orders one customer's history, gap-free.
+    Column("version", Integer, nullable=False),
+    Column("from_stage", Text),
+    Column("to_stage", Text, nullable=False),
+    Column("changed_at", TS, nullable=False),
+    Column("changed_by", Text, nullable=False),
+    Column("reason_code", Text),
+    Column("source", String(16), nullable=False),
+    Column("config_version", Integer, nullable=False),
+    # A tenant-wide order for replaying history to reconnecting subscribers.
+    Column("seq", BigInteger, Identity(), nullable=False),
+    UniqueConstraint("tenant_id", "customer_id", "version"),
+    Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
+)
+
+stage_configs = Table(
+    "stage_configs",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "version"),
+)
+
+stage_counts = Table(
+    "stage_counts",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "stage"),
+)
+
+customer_metrics = Table(
+    "customer_metrics",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    Column("open_support_issues", Integer, nullable=False, server_default="0"),
+    Column("closed_support_issues", Integer, nullable=False, server_default="0"),
+    Column("last_support_issue_closed_at", TS),
+    Column("contract_renewal_count", Integer, nullable=False, server_default="0"),
+    Column("last_contract_renewed_at", TS),
+    PrimaryKeyConstraint("tenant_id", "customer_id"),
+)
+
+support_issues = Table(
+    "support_issues",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    Column("issue_id", Text, nullable=False),
+    Column("priority", Text),
+    Column("opened_at", TS),
+    Column("closed_at", TS),
+    PrimaryKeyConstraint("tenant_id", "customer_id", "issue_id"),
+)
+
+contract_renewals = Table(
+    "contract_renewals",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    Column("contract_id", Text, nullable=False),
+    Column("renewed_at", TS, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "customer_id", "contract_id", "renewed_at"),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("processed_at", TS, nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("source", "event_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("result", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "subject", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("published_at", TS),
+    Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+)

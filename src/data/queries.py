@@ -1,0 +1,200 @@
+"""Reads for the API. Each call takes its own pooled connection: resolvers run concurrently."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.lifecycle import StageConfig
+
+from .lifecycle import load_stage_config
+
+CUSTOMER_COLUMNS = (
+    "id, tenant_id, name, email, phone, company_name, tier, tags, assigned_to, created_at, "
+    "updated_at, stage, stage_entered_at, lifecycle_updated_at, lifecycle_updated_by, "
+    "reason_code, source, version"
+)
+HISTORY_COLUMNS = (
+    "id, customer_id, version, from_stage, to_stage, changed_at, changed_by, reason_code, source"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    """A keyset ordering: SQL columns with their directions, all ending in the id."""
+
+    columns: tuple[str, ...]
+    descending: bool
+
+    def order_by(self) -> str:
+        d = " DESC" if self.descending else ""
+        return ", ".join(f"{c}{d}" for c in self.columns)
+
+    def after(self, n: int) -> str:
+        """Rows strictly after the cursor, as one row comparison the index can use."""
+        cols = ", ".join(self.columns)
+        params = ", ".join(f":k{i}" for i in range(n))
+        op = "<" if self.descending else ">"
+        return f"({cols}) {op} ({params})"
+
+
+ORDERINGS = {
+    "CREATED_AT_DESC": Ordering(("created_at", "id"), True),
+    "UPDATED_AT_DESC": Ordering(("updated_at", "id"), True),
+    "NAME_ASC": Ordering(("name", "id"), False),
+    "STAGE_ENTERED_AT_DESC": Ordering(("stage_entered_at", "id"), True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFilterSpec:
+    stages: tuple[str, ...] | None = None
+    tier: str | None = None
+    tag: str | None = None
+    assigned_to: str | None = None
+    search: str | None = None
+
+    def where(self, params: dict[str, Any]) -> str:
+        clauses = ["tenant_id = :t", "deleted_at IS NULL"]
+        if self.stages is not None:
+            clauses.append("stage = ANY(:stages)")
+            params["stages"] = list(self.stages)
+        if self.tier is not None:
+            clauses.append("tier = :tier")
+            params["tier"] = self.tier
+        if self.tag is not None:
+            clauses.append("tags @> ARRAY[CAST(:tag AS text)]")
+            params["tag"] = self.tag
+        if self.assigned_to is not None:
+            clauses.append("assigned_to = :assigned_to")
+            params["assigned_to"] = self.assigned_to
+        if self.search:
+            clauses.append(
+                "(name ILIKE :like ESCAPE '\\' OR company_name ILIKE :like ESCAPE '\\' "
+                "OR lower(email) = lower(:search))"
+            )
+            escaped = (
+                self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            )
+            params["like"] = f"%{escaped}%"
+            params["search"] = self.search
+        return " AND ".join(clauses)
+
+
+class Reads:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).all()
+
+    async def stage_config(self, tenant_id: str) -> StageConfig:
+        async with self.engine.connect() as conn:
+            return await load_stage_config(conn, tenant_id)
+
+    async def customers_by_id(
+        self, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Row[Any]]:
+        rows = await self._all(
+            f"SELECT {CUSTOMER_COLUMNS} FROM customers "  # noqa: S608
+            "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL",
+            {"t": tenant_id, "ids": list(ids)},
+        )
+        return {r.id: r for r in rows}
+
+    async def metrics_by_customer(
+        self, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Row[Any]]:
+        rows = await self._all(
+            "SELECT * FROM customer_metrics WHERE tenant_id = :t AND customer_id = ANY(:ids)",
+            {"t": tenant_id, "ids": list(ids)},
+        )
+        return {r.customer_id: r for r in rows}
+
+    async def history_by_customer(
+        self, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[Row[Any]]]:
+        """Whole histories, oldest first, for stage durations."""
+        rows = await self._all(
+            f"SELECT {HISTORY_COLUMNS} FROM lifecycle_history "  # noqa: S608
+            "WHERE tenant_id = :t AND customer_id = ANY(:ids) ORDER BY customer_id, version",
+            {"t": tenant_id, "ids": list(ids)},
+        )
+        out: dict[uuid.UUID, list[Row[Any]]] = {i: [] for i in ids}
+        for r in rows:
+            out[r.customer_id].append(r)
+        return out
+
+    async def list_customers(
+        self,
+        tenant_id: str,
+        spec: CustomerFilterSpec,
+        order: str,
+        limit: int,
+        after: tuple[Any, ...] | None,
+    ) -> Sequence[Row[Any]]:
+        ordering = ORDERINGS[order]
+        params: dict[str, Any] = {"t": tenant_id, "limit": limit}
+        where = spec.where(params)
+        if after is not None:
+            where += " AND " + ordering.after(len(after))
+            params.update({f"k{i}": v for i, v in enumerate(after)})
+        return await self._all(
+            f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {where} "  # noqa: S608
+            f"ORDER BY {ordering.order_by()} LIMIT :limit",
+            params,
+        )
+
+    async def count_customers(self, tenant_id: str, spec: CustomerFilterSpec) -> int:
+        params: dict[str, Any] = {"t": tenant_id}
+        where = spec.where(params)
+        rows = await self._all(f"SELECT count(*) AS n FROM customers WHERE {where}", params)  # noqa: S608
+        return int(rows[0].n)
+
+    async def stage_counts(self, tenant_id: str) -> dict[str, int]:
+        rows = await self._all(
+            "SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t", {"t": tenant_id}
+        )
+        return {r.stage: int(r.n) for r in rows}
+
+    async def history_page(
+        self, tenant_id: str, customer_id: uuid.UUID, limit: int, before_version: int | None
+    ) -> Sequence[Row[Any]]:
+        params: dict[str, Any] = {"t": tenant_id, "c": customer_id, "limit": limit}
+        cond = ""
+        if before_version is not None:
+            cond = " AND version < :v"
+            params["v"] = before_version
+        return await self._all(
+            f"SELECT {HISTORY_COLUMNS} FROM lifecycle_history "  # noqa: S608
+            f"WHERE tenant_id = :t AND customer_id = :c{cond} ORDER BY version DESC LIMIT :limit",
+            params,
+        )
+
+    async def history_count(self, tenant_id: str, customer_id: uuid.UUID) -> int:
+        rows = await self._all(
+            "SELECT count(*) AS n FROM lifecycle_history WHERE tenant_id = :t AND customer_id = :c",
+            {"t": tenant_id, "c": customer_id},
+        )
+        return int(rows[0].n)
+
+    async def stage_at(
+        self, tenant_id: str, customer_id: uuid.UUID, as_of: datetime
+    ) -> str | None:
+        rows = await self._all(
+            "SELECT to_stage FROM lifecycle_history WHERE tenant_id = :t AND customer_id = :c "
+            "AND changed_at <= :at ORDER BY version DESC LIMIT 1",
+            {"t": tenant_id, "c": customer_id, "at": as_of},
+        )
+        return rows[0].to_stage if rows else None
+
+    async def ping(self) -> None:
+        await self._all("SELECT 1", {})

@@ -1,0 +1,1 @@
+"""Kafka-facing event handling: CloudEvents in, through the one write path."""

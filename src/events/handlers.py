@@ -1,0 +1,191 @@
+"""CloudEvents in: each consumed type becomes writes and, by the tenant's rules, a command.
+
+The Kafka consumers and `c360 ingest` call exactly these handlers. An event is marked
+processed (source + id) in the same transaction as its effect, so a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from customer360.data.uow import SqlUnitOfWork
+from customer360.lifecycle import ChangeStage, DomainError, Source, change_stages, start_lifecycle
+from customer360.lifecycle.service import utcnow
+
+TIERS = frozenset({"FREE", "BASIC", "PRO", "ENTERPRISE"})
+TEXT_FIELDS = ("name", "email", "phone", "company_name", "assigned_to")
+MAX_TEXT = 512
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+
+
+class EventRejected(Exception):
+    """The event cannot be parsed or applied; it belongs in the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    source: str
+    id: str
+    type: str
+    tenant: str
+    customer_id: uuid.UUID
+    data: dict[str, Any]
+
+
+def _str(doc: Mapping[str, Any], key: str, where: str = "event") -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise EventRejected(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _time(doc: Mapping[str, Any], key: str) -> datetime:
+    raw = _str(doc, key, "data")
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise EventRejected(f"data.{key} is not an ISO 8601 time: {raw[:40]!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _customer_id(data: Mapping[str, Any]) -> uuid.UUID:
+    raw = _str(data, "customer_id", "data")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise EventRejected(f"data.customer_id is not a UUID: {raw[:40]!r}") from None
+
+
+def _profile(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile fields present in `data`, checked; unknown fields are ignored."""
+    out: dict[str, Any] = {}
+    for key in TEXT_FIELDS:
+        if key in data:
+            value = data[key]
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+                raise EventRejected(f"data.{key} must be a string of at most {MAX_TEXT}")
+            out[key] = value
+    if "name" in out and not (out["name"] or "").strip():
+        raise EventRejected("data.name must not be empty")
+    if "tier" in data:
+        tier = data["tier"]
+        if isinstance(tier, str):
+            tier = tier.upper()
+        if tier is not None and tier not in TIERS:
+            raise EventRejected(f"data.tier must be one of {sorted(TIERS)}")
+        out["tier"] = tier
+    if "tags" in data:
+        tags = data["tags"] or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise EventRejected("data.tags must be a list of strings")
+        out["tags"] = list(dict.fromkeys(tags))
+    return out
+
+
+def parse_event(event: Any) -> Event:
+    """A structured-mode CloudEvent of a consumed type, checked, or EventRejected."""
+    if not isinstance(event, Mapping):
+        raise EventRejected("event must be a JSON object")
+    if event.get("specversion") != "1.0":
+        raise EventRejected("specversion must be '1.0'")
+    source, event_id, type_ = _str(event, "source"), _str(event, "id"), _str(event, "type")
+    tenant = _str(event, "tenantid")
+    if type_ not in HANDLERS:
+        raise EventRejected(f"unsupported event type {type_!r}")
+    data = event.get("data")
+    if not isinstance(data, Mapping):
+        raise EventRejected("event.data must be a JSON object")
+    return Event(source, event_id, type_, tenant, _customer_id(data), dict(data))
+
+
+async def handle_event(
+    uow: SqlUnitOfWork, event: Any, clock: Callable[[], datetime] = utcnow
+) -> Outcome:
+    ev = parse_event(event)
+    async with uow:
+        if not await uow.customers.mark_processed(ev.source, ev.id, ev.tenant, ev.type):
+            return Outcome.DUPLICATE
+        await HANDLERS[ev.type](uow, ev, clock())
+        rule = (await uow.lifecycle.stage_config(ev.tenant)).rule_for(ev.type)
+        if rule is not None:
+            cmd = ChangeStage(
+                tenant_id=ev.tenant, customer_id=ev.customer_id, stage=rule.to_stage,
+                actor=ev.source, source=Source.EVENT_LISTENER, reason_code=ev.type,
+            )
+            (outcome,) = await change_stages(uow, [cmd], clock)
+            # A move the tenant's rules refuse is skipped; the event's other effects stand.
+            if isinstance(outcome, DomainError) and outcome.code.value == "NOT_FOUND":
+                raise EventRejected(f"unknown customer {ev.customer_id}")
+        await uow.commit()
+    return Outcome.APPLIED
+
+
+async def _created(
+    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+    profile = _profile(ev.data)
+    if await uow.customers.exists(ev.tenant, ev.customer_id):
+        # A re-sent creation (new event id) refreshes the profile; the lifecycle stays.
+        await uow.customers.update_profile(ev.tenant, ev.customer_id, profile, now)
+        return
+    if "name" not in profile:
+        raise EventRejected("data.name is required to create a customer")
+    config = await uow.lifecycle.stage_config(ev.tenant, for_write=True)
+    first = start_lifecycle(config, ev.tenant, ev.customer_id, ev.source, now)
+    await uow.customers.insert(ev.tenant, first, profile)
+    await uow.lifecycle.record(ev.tenant, [first], [])
+
+
+async def _require(uow: SqlUnitOfWork, ev: Event) -> None:
+    if not await uow.customers.exists(ev.tenant, ev.customer_id):
+        raise EventRejected(f"unknown customer {ev.customer_id}")
+
+
+async def _updated(
+    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+    await _require(uow, ev)
+    await uow.customers.update_profile(ev.tenant, ev.customer_id, _profile(ev.data), now)
+
+
+async def _renewed(
+    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+    await _require(uow, ev)
+    contract = _str(ev.data, "contract_id", "data")
+    at = _time(ev.data, "renewed_at")
+    await uow.customers.contract_renewed(ev.tenant, ev.customer_id, contract, at)
+
+
+async def _opened(
+    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+    await _require(uow, ev)
+    priority = ev.data.get("priority")
+    await uow.customers.issue_opened(
+        ev.tenant, ev.customer_id, _str(ev.data, "issue_id", "data"),
+        priority if isinstance(priority, str) else None, _time(ev.data, "opened_at"),
+    )
+
+
+async def _closed(
+    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+    await _require(uow, ev)
+    await uow.customers.issue_closed(
+        ev.tenant, ev.customer_id, _str(ev.data, "issue_id", "data"), _time(ev.data, "closed_at")
+    )
+
+
+Handler = Callable[[SqlUnitOfWork, Event, datetime], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {
+    "customer.created": _created,
+    "customer.updated": _updated,
+    "contract.renewed": _renewed,
+    "support.issue.opened": _opened,
+    "support.issue.closed": _closed,
+}

@@ -1,0 +1,26 @@
+"""The pure lifecycle domain: stage configuration, rules, commands and the one write path."""
+
+from .commands import ChangeResult, ChangeStage, CustomerState, Source, Transition
+from .config import DEFAULT_CONFIG, StageConfig, build_config, config_from_json
+from .errors import Code, DomainError, Reason
+from .service import MAX_BULK, change_stage, change_stages, check_stage_rules, start_lifecycle
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "MAX_BULK",
+    "ChangeResult",
+    "ChangeStage",
+    "Code",
+    "CustomerState",
+    "DomainError",
+    "Reason",
+    "Source",
+    "StageConfig",
+    "Transition",
+    "build_config",
+    "change_stage",
+    "change_stages",
+    "check_stage_rules",
+    "config_from_json",
+    "start_lifecycle",
+]

@@ -1,0 +1,50 @@
+"""What the domain needs from persistence; `customer360.data` provides it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol, Self
+from uuid import UUID
+
+from .commands import CustomerState, IdempotencyRecord, StoredResult, Transition
+from .config import StageConfig
+
+
+class LifecycleRepository(Protocol):
+    async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
+        """The tenant's current configuration; `for_write` holds it steady until commit."""
+        ...
+
+    async def lock_customers(
+        self, tenant_id: str, ids: Sequence[UUID]
+    ) -> dict[UUID, CustomerState]: ...
+
+    async def find_idempotent(
+        self, tenant_id: str, actor: str, keys: Sequence[str]
+    ) -> dict[str, StoredResult]: ...
+
+    async def record(
+        self,
+        tenant_id: str,
+        transitions: Sequence[Transition],
+        idempotency: Sequence[IdempotencyRecord],
+    ) -> None:
+        """Persist history, current status, stage counts and outbox rows for `transitions`."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def lifecycle(self) -> LifecycleRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...

@@ -1,0 +1,183 @@
+"""`change_stages`: the one write path for lifecycle stages, whoever asks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from .commands import (
+    ChangeResult,
+    ChangeStage,
+    CustomerState,
+    IdempotencyRecord,
+    Source,
+    StoredResult,
+    Transition,
+)
+from .config import StageConfig
+from .errors import DomainError, Reason, bad_input, conflict, not_found
+from .ports import UnitOfWork
+
+MAX_BULK = 1000
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_stage_rules(
+    config: StageConfig, current: str, target: str, reason_code: str | None
+) -> None:
+    """The tenant's rules for a move, in the contract's order."""
+    if target not in config.stages:
+        raise bad_input(
+            f"{target!r} is not a stage of this tenant", Reason.INVALID_STAGE,
+            stages=list(config.stages),
+        )
+    if target != current and not config.is_allowed(current, target):
+        raise bad_input(
+            f"Moving from {current!r} to {target!r} is not allowed",
+            Reason.TRANSITION_NOT_ALLOWED,
+            allowed=config.allowed_next_stages(current),
+        )
+    if config.requires_reason(target) and not (reason_code and reason_code.strip()):
+        raise bad_input(f"Entering {target!r} needs a reason code", Reason.REASON_REQUIRED)
+
+
+def _decide(
+    cmd: ChangeStage,
+    config: StageConfig,
+    states: dict[uuid.UUID, CustomerState],
+    stored: dict[str, StoredResult],
+    now: datetime,
+) -> tuple[ChangeResult, Transition | None]:
+    state = states.get(cmd.customer_id)
+    if state is None:
+        raise not_found()
+    if cmd.idempotency_key is not None and cmd.idempotency_key in stored:
+        first = stored[cmd.idempotency_key]
+        if first.fingerprint != cmd.fingerprint():
+            raise bad_input(
+                "This Idempotency-Key was used with a different request",
+                Reason.IDEMPOTENCY_KEY_REUSED,
+            )
+        return replace(first.result, replayed=True), None
+    if cmd.expected_version is not None and cmd.expected_version != state.version:
+        raise conflict(
+            f"Expected version {cmd.expected_version}, the customer is at {state.version}",
+            current_version=state.version,
+        )
+    check_stage_rules(config, state.stage, cmd.stage, cmd.reason_code)
+    if cmd.stage == state.stage:
+        unchanged = ChangeResult(
+            cmd.customer_id, state.stage, state.version, state.updated_at, None
+        )
+        return unchanged, None
+    # A change never predates the one before it, even if clocks disagree.
+    at = max(now, state.updated_at)
+    transition = Transition(
+        id=uuid.uuid4(),
+        tenant_id=cmd.tenant_id,
+        customer_id=cmd.customer_id,
+        from_stage=state.stage,
+        to_stage=cmd.stage,
+        changed_at=at,
+        changed_by=cmd.actor,
+        reason_code=cmd.reason_code,
+        source=cmd.source,
+        version=state.version + 1,
+        config_version=config.version,
+    )
+    state.stage, state.version, state.entered_at, state.updated_at = (
+        cmd.stage, transition.version, at, at,
+    )
+    return ChangeResult(cmd.customer_id, cmd.stage, state.version, at, transition), transition
+
+
+async def change_stages(
+    uow: UnitOfWork, commands: Sequence[ChangeStage], clock: Clock = utcnow
+) -> list[ChangeResult | DomainError]:
+    """Apply commands of one tenant and actor in order; each succeeds or fails on its own.
+
+    Everything that succeeded commits together, with its history, counts and outbox rows.
+    """
+    if not commands:
+        return []
+    if len(commands) > MAX_BULK:
+        raise bad_input(f"At most {MAX_BULK} changes per call", Reason.TOO_MANY_ITEMS)
+    tenant_id, actor = commands[0].tenant_id, commands[0].actor
+    if any(c.tenant_id != tenant_id or c.actor != actor for c in commands):
+        raise ValueError("one unit of work serves one tenant and one actor")
+    outcomes: list[ChangeResult | DomainError] = []
+    async with uow:
+        config = await uow.lifecycle.stage_config(tenant_id, for_write=True)
+        states = await uow.lifecycle.lock_customers(
+            tenant_id, sorted({c.customer_id for c in commands})
+        )
+        keys = sorted({c.idempotency_key for c in commands if c.idempotency_key is not None})
+        stored = await uow.lifecycle.find_idempotent(tenant_id, actor, keys) if keys else {}
+        now = clock()
+        transitions: list[Transition] = []
+        remembered: list[IdempotencyRecord] = []
+        for cmd in commands:
+            try:
+                result, transition = _decide(cmd, config, states, stored, now)
+            except DomainError as err:
+                outcomes.append(err)
+                continue
+            if result.replayed:
+                outcomes.append(result)
+                continue
+            if transition is not None:
+                transitions.append(transition)
+            if cmd.idempotency_key is not None:
+                stored[cmd.idempotency_key] = StoredResult(cmd.fingerprint(), result)
+                remembered.append(
+                    IdempotencyRecord(actor, cmd.idempotency_key, cmd.fingerprint(), result)
+                )
+            outcomes.append(result)
+        if transitions or remembered:
+            await uow.lifecycle.record(tenant_id, transitions, remembered)
+            await uow.commit()
+    return outcomes
+
+
+async def change_stage(
+    uow: UnitOfWork, command: ChangeStage, clock: Clock = utcnow
+) -> ChangeResult:
+    """One change; raises the DomainError that `change_stages` would report."""
+    (outcome,) = await change_stages(uow, [command], clock)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def start_lifecycle(
+    config: StageConfig, tenant_id: str, customer_id: uuid.UUID, actor: str, at: datetime
+) -> Transition:
+    """A new customer's first history row: no from-stage, the tenant's initial stage."""
+    return Transition(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        from_stage=None,
+        to_stage=config.initial_stage,
+        changed_at=at,
+        changed_by=actor,
+        reason_code=None,
+        source=Source.SYSTEM,
+        version=1,
+        config_version=config.version,
+    )
+
+
+__all__ = [
+    "MAX_BULK",
+    "change_stage",
+    "change_stages",
+    "check_stage_rules",
+    "start_lifecycle",
+]

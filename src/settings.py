@@ -1,0 +1,98 @@
+"""Configuration from the environment (CONTRACT section 7), read once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="C360_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str | None = None
+    migration_database_url: str | None = None
+    redis_url: str | None = None
+    kafka_bootstrap: str | None = None
+    kafka_create_topics: bool = True
+
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "c360-dev"
+    jwt_audience: str = "customer360"
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_allow_hs256: bool = False
+    jwt_leeway_seconds: int = 30
+
+    data_key: SecretStr | None = None
+    ws_legacy: bool = False
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    graphiql: bool | None = None
+    introspection: bool | None = None
+
+    data_dir: Path = Path(".c360")
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+
+    @field_validator(
+        "database_url", "migration_database_url", "redis_url", "kafka_bootstrap",
+        "jwt_jwks_url", mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        return v
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production
+
+    @property
+    def hs256_secret(self) -> str | None:
+        """The HMAC secret, when HS256 is acceptable under the contract's rules."""
+        if self.jwt_secret is None:
+            return None
+        if self.jwt_jwks_url or self.jwt_jwks_file:
+            return None
+        if self.production and not self.jwt_allow_hs256:
+            return None
+        return self.jwt_secret.get_secret_value()
+
+    def production_problems(self) -> list[str]:
+        """Why a production start must refuse, if it must."""
+        if not self.production:
+            return []
+        problems = []
+        if not self.database_url:
+            problems.append("C360_DATABASE_URL is unset (no embedded PostgreSQL in production)")
+        if not self.redis_url:
+            problems.append("C360_REDIS_URL is unset (no embedded Redis in production)")
+        if self.data_key is None:
+            problems.append("C360_DATA_KEY is unset")
+        has_keys = bool(self.jwt_jwks_url or self.jwt_jwks_file)
+        if not has_keys and not (self.jwt_secret and self.jwt_allow_hs256):
+            problems.append(
+                "no token check: set C360_JWT_JWKS_URL or C360_JWT_JWKS_FILE, or "
+                "C360_JWT_SECRET with C360_JWT_ALLOW_HS256=1"
+            )
+        if self.kafka_bootstrap is None:
+            problems.append("C360_KAFKA_BOOTSTRAP is unset (set it, or 'off')")
+        return problems
