@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @field_validator(
-        "database_url", "migration_database_url", "redis_url", "kafka_bootstrap",
-        "jwt_jwks_url", mode="before",
+        "database_url",
+        "migration_database_url",
+        "redis_url",
+        "kafka_bootstrap",
+        "jwt_jwks_url",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:

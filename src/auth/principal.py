@@ -76,6 +76,10 @@ def act_in_tenant(principal: Principal, requested: str | None) -> Principal:
     if not principal.is_super_admin:
         raise AuthError(403, "This principal may not act in another tenant")
     return Principal(
-        principal.subject, principal.home_tenant, principal.roles, principal.permissions,
-        requested, principal.expires_at,
+        principal.subject,
+        principal.home_tenant,
+        principal.roles,
+        principal.permissions,
+        requested,
+        principal.expires_at,
     )

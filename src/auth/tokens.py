@@ -30,9 +30,7 @@ class JwksCache:
         self.fetched_at = 0.0
 
     async def get(self, kid: str | None) -> KeySet:
-        known = self.keys is not None and (
-            kid is None or any(k.kid == kid for k in self.keys.keys)
-        )
+        known = self.keys is not None and (kid is None or any(k.kid == kid for k in self.keys.keys))
         stale = time.monotonic() - self.fetched_at > JWKS_REFRESH_COOLDOWN
         if self.keys is None or (not known and stale):
             async with httpx.AsyncClient(timeout=5.0) as client:
@@ -58,9 +56,7 @@ class TokenVerifier:
         self.static_keys: KeySet | None = None
         self.hmac: OctKey | None = None
         if settings.jwt_jwks_file is not None:
-            self.static_keys = KeySet.import_key_set(
-                json.loads(settings.jwt_jwks_file.read_text())
-            )
+            self.static_keys = KeySet.import_key_set(json.loads(settings.jwt_jwks_file.read_text()))
         elif settings.jwt_jwks_url:
             self.jwks = JwksCache(settings.jwt_jwks_url)
         secret = settings.hs256_secret
@@ -107,7 +103,10 @@ def _peek_header(token: str) -> dict[str, Any]:
 
 def _principal(claims: dict[str, Any]) -> Principal:
     sub, tenant, roles, exp = (
-        claims.get("sub"), claims.get("tenant_id"), claims.get("roles", []), claims.get("exp"),
+        claims.get("sub"),
+        claims.get("tenant_id"),
+        claims.get("roles", []),
+        claims.get("exp"),
     )
     if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
         raise AuthError(401, "Token lacks sub or tenant_id")
@@ -122,13 +121,24 @@ def _principal(claims: dict[str, Any]) -> Principal:
 
 
 def issue_dev_token(
-    secret: str, *, sub: str, tenant: str, roles: list[str], issuer: str, audience: str,
+    secret: str,
+    *,
+    sub: str,
+    tenant: str,
+    roles: list[str],
+    issuer: str,
+    audience: str,
     ttl: int = 3600,
 ) -> str:
     """A development token signed with C360_JWT_SECRET (`c360 token`, `c360 dev`, tests)."""
     now = int(time.time())
     claims = {
-        "sub": sub, "tenant_id": tenant, "roles": roles, "iss": issuer, "aud": audience,
-        "iat": now, "exp": now + ttl,
+        "sub": sub,
+        "tenant_id": tenant,
+        "roles": roles,
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + ttl,
     }
     return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret))

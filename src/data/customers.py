@@ -98,15 +98,16 @@ class CustomerRepository:
         row = await self.conn.execute(_EXISTS, {"t": tenant_id, "id": customer_id})
         return row.first() is not None
 
-    async def insert(
-        self, tenant_id: str, first: Transition, profile: Mapping[str, Any]
-    ) -> bool:
+    async def insert(self, tenant_id: str, first: Transition, profile: Mapping[str, Any]) -> bool:
         """A new customer row in its first stage, version 0 until `first` is recorded."""
         params = {f: profile.get(f) for f in PROFILE_FIELDS}
         params["tags"] = list(profile.get("tags") or [])
         params.update(
-            t=tenant_id, id=first.customer_id, at=first.changed_at,
-            stage=first.to_stage, actor=first.changed_by,
+            t=tenant_id,
+            id=first.customer_id,
+            at=first.changed_at,
+            stage=first.to_stage,
+            actor=first.changed_by,
         )
         row = await self.conn.execute(_INSERT, params)
         if row.first() is None:
@@ -141,7 +142,11 @@ class CustomerRepository:
         await self.conn.execute(_TOUCH, p)
 
     async def issue_opened(
-        self, tenant_id: str, customer_id: uuid.UUID, issue_id: str, priority: str | None,
+        self,
+        tenant_id: str,
+        customer_id: uuid.UUID,
+        issue_id: str,
+        priority: str | None,
         at: datetime,
     ) -> None:
         p = {"t": tenant_id, "id": customer_id, "issue": issue_id, "priority": priority, "at": at}

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer360.lifecycle import (
@@ -35,9 +36,7 @@ _CONFIG = text(
 _CONFIG_SHARED = text(
     "SELECT pg_advisory_xact_lock_shared(hashtextextended('stage-config:' || :t, 0))"
 )
-_CONFIG_EXCLUSIVE = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
-)
+_CONFIG_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))")
 _LOCK = text(
     "SELECT id, stage, version, stage_entered_at, updated_at FROM customers "
     "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
@@ -170,14 +169,37 @@ async def load_stage_config(conn: AsyncConnection, tenant_id: str) -> StageConfi
 class SqlLifecycleRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.recorded: list[Transition] = []
 
     async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
         if for_write:
             await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
         return await load_stage_config(self.conn, tenant_id)
 
-    async def lock_config_exclusive(self, tenant_id: str) -> None:
+    async def lock_config(self, tenant_id: str) -> None:
         await self.conn.execute(_CONFIG_EXCLUSIVE, {"t": tenant_id})
+
+    async def stage_populations(self, tenant_id: str) -> dict[str, int]:
+        rows = await self.conn.execute(
+            text("SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t"),
+            {"t": tenant_id},
+        )
+        return {r.stage: int(r.n) for r in rows}
+
+    async def save_config(self, tenant_id: str, config: StageConfig) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO stage_configs (tenant_id, version, config, updated_at, updated_by) "
+                "VALUES (:t, :v, :c, :at, :by)"
+            ).bindparams(bindparam("c", type_=JSONB)),
+            {
+                "t": tenant_id,
+                "v": config.version,
+                "c": config.to_json(),
+                "at": config.updated_at,
+                "by": config.updated_by,
+            },
+        )
 
     async def lock_customers(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
@@ -204,6 +226,7 @@ class SqlLifecycleRepository:
         idempotency: Sequence[IdempotencyRecord],
     ) -> None:
         ts = transitions
+        self.recorded.extend(ts)
         await self.conn.execute(
             _RECORD,
             {

@@ -80,9 +80,7 @@ class CustomerFilterSpec:
                 "(name ILIKE :like ESCAPE '\\' OR company_name ILIKE :like ESCAPE '\\' "
                 "OR lower(email) = lower(:search))"
             )
-            escaped = (
-                self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            )
+            escaped = self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["like"] = f"%{escaped}%"
             params["search"] = self.search
         return " AND ".join(clauses)
@@ -186,9 +184,7 @@ class Reads:
         )
         return int(rows[0].n)
 
-    async def stage_at(
-        self, tenant_id: str, customer_id: uuid.UUID, as_of: datetime
-    ) -> str | None:
+    async def stage_at(self, tenant_id: str, customer_id: uuid.UUID, as_of: datetime) -> str | None:
         rows = await self._all(
             "SELECT to_stage FROM lifecycle_history WHERE tenant_id = :t AND customer_id = :c "
             "AND changed_at <= :at ORDER BY version DESC LIMIT 1",

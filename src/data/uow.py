@@ -7,6 +7,8 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from customer360.observability import TRANSITIONS
+
 from .customers import CustomerRepository
 from .lifecycle import SqlLifecycleRepository
 
@@ -62,3 +64,6 @@ class SqlUnitOfWork:
         if self._depth == 1:
             await self.connection.commit()
             self.committed = True
+            for t in self.lifecycle.recorded:
+                TRANSITIONS.labels(t.source.value).inc()
+            self.lifecycle.recorded.clear()

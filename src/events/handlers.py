@@ -118,8 +118,12 @@ async def handle_event(
         rule = (await uow.lifecycle.stage_config(ev.tenant)).rule_for(ev.type)
         if rule is not None:
             cmd = ChangeStage(
-                tenant_id=ev.tenant, customer_id=ev.customer_id, stage=rule.to_stage,
-                actor=ev.source, source=Source.EVENT_LISTENER, reason_code=ev.type,
+                tenant_id=ev.tenant,
+                customer_id=ev.customer_id,
+                stage=rule.to_stage,
+                actor=ev.source,
+                source=Source.EVENT_LISTENER,
+                reason_code=ev.type,
             )
             (outcome,) = await change_stages(uow, [cmd], clock)
             # A move the tenant's rules refuse is skipped; the event's other effects stand.
@@ -129,8 +133,7 @@ async def handle_event(
     return Outcome.APPLIED
 
 
-async def _created(
-    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+async def _created(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
     profile = _profile(ev.data)
     if await uow.customers.exists(ev.tenant, ev.customer_id):
         # A re-sent creation (new event id) refreshes the profile; the lifecycle stays.
@@ -149,32 +152,31 @@ async def _require(uow: SqlUnitOfWork, ev: Event) -> None:
         raise EventRejected(f"unknown customer {ev.customer_id}")
 
 
-async def _updated(
-    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+async def _updated(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
     await _require(uow, ev)
     await uow.customers.update_profile(ev.tenant, ev.customer_id, _profile(ev.data), now)
 
 
-async def _renewed(
-    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+async def _renewed(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
     await _require(uow, ev)
     contract = _str(ev.data, "contract_id", "data")
     at = _time(ev.data, "renewed_at")
     await uow.customers.contract_renewed(ev.tenant, ev.customer_id, contract, at)
 
 
-async def _opened(
-    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+async def _opened(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
     await _require(uow, ev)
     priority = ev.data.get("priority")
     await uow.customers.issue_opened(
-        ev.tenant, ev.customer_id, _str(ev.data, "issue_id", "data"),
-        priority if isinstance(priority, str) else None, _time(ev.data, "opened_at"),
+        ev.tenant,
+        ev.customer_id,
+        _str(ev.data, "issue_id", "data"),
+        priority if isinstance(priority, str) else None,
+        _time(ev.data, "opened_at"),
     )
 
 
-async def _closed(
-    uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
+async def _closed(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
     await _require(uow, ev)
     await uow.customers.issue_closed(
         ev.tenant, ev.customer_id, _str(ev.data, "issue_id", "data"), _time(ev.data, "closed_at")

@@ -3,7 +3,14 @@
 from .commands import ChangeResult, ChangeStage, CustomerState, Source, Transition
 from .config import DEFAULT_CONFIG, StageConfig, build_config, config_from_json
 from .errors import Code, DomainError, Reason
-from .service import MAX_BULK, change_stage, change_stages, check_stage_rules, start_lifecycle
+from .service import (
+    MAX_BULK,
+    change_stage,
+    change_stages,
+    check_stage_rules,
+    configure_stages,
+    start_lifecycle,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -22,5 +29,6 @@ __all__ = [
     "change_stages",
     "check_stage_rules",
     "config_from_json",
+    "configure_stages",
     "start_lifecycle",
 ]

@@ -106,9 +106,7 @@ def build_config(
 
     def must_know(stage: str, where: str) -> None:
         if stage not in known:
-            raise bad_input(
-                f"{where}: {stage!r} is not a configured stage", Reason.INVALID_CONFIG
-            )
+            raise bad_input(f"{where}: {stage!r} is not a configured stage", Reason.INVALID_CONFIG)
 
     required = _names(required_reason_codes, "requiredReasonCodes")
     for s in required:

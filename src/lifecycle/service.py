@@ -34,7 +34,8 @@ def check_stage_rules(
     """The tenant's rules for a move, in the contract's order."""
     if target not in config.stages:
         raise bad_input(
-            f"{target!r} is not a stage of this tenant", Reason.INVALID_STAGE,
+            f"{target!r} is not a stage of this tenant",
+            Reason.INVALID_STAGE,
             stages=list(config.stages),
         )
     if target != current and not config.is_allowed(current, target):
@@ -92,7 +93,10 @@ def _decide(
         config_version=config.version,
     )
     state.stage, state.version, state.entered_at, state.updated_at = (
-        cmd.stage, transition.version, at, at,
+        cmd.stage,
+        transition.version,
+        at,
+        at,
     )
     return ChangeResult(cmd.customer_id, cmd.stage, state.version, at, transition), transition
 
@@ -179,5 +183,41 @@ __all__ = [
     "change_stage",
     "change_stages",
     "check_stage_rules",
+    "configure_stages",
     "start_lifecycle",
 ]
+
+
+async def configure_stages(
+    uow: UnitOfWork,
+    tenant_id: str,
+    actor: str,
+    proposed: StageConfig,
+    expected_version: int | None = None,
+    clock: Clock = utcnow,
+) -> StageConfig:
+    """Save a validated configuration as the tenant's next version.
+
+    Holds the tenant's configuration lock alone, so no stage change runs meanwhile and the
+    check that no customer sits in a removed stage stays true until commit.
+    """
+    async with uow:
+        await uow.lifecycle.lock_config(tenant_id)
+        current = await uow.lifecycle.stage_config(tenant_id)
+        if expected_version is not None and expected_version != current.version:
+            raise conflict(
+                f"Expected configuration version {expected_version}, it is at {current.version}",
+                current_version=current.version,
+            )
+        populated = await uow.lifecycle.stage_populations(tenant_id)
+        removed = sorted(s for s, n in populated.items() if n > 0 and s not in proposed.stages)
+        if removed:
+            raise bad_input(
+                f"Stages still hold customers and cannot be removed: {removed}",
+                Reason.INVALID_CONFIG,
+                stages=removed,
+            )
+        saved = replace(proposed, version=current.version + 1, updated_at=clock(), updated_by=actor)
+        await uow.lifecycle.save_config(tenant_id, saved)
+        await uow.commit()
+    return saved

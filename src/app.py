@@ -1,0 +1,181 @@
+"""Composition root: everything is built in the lifespan, nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from customer360 import rest
+from customer360.auth.tokens import TokenVerifier
+from customer360.data.db import make_engine
+from customer360.data.queries import Reads
+from customer360.gql.schema import build_schema
+from customer360.gql.view import STATIC, GraphQLApp
+from customer360.observability import REGISTRY, MetricsMiddleware, get_logger
+from customer360.openapi import SPEC
+from customer360.settings import Settings
+
+log = get_logger("customer360.app")
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    verifier: TokenVerifier
+    reads: Reads
+
+
+class BodyLimit:
+    """Refuses request bodies over 1 MiB with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    body = {
+        "success": False,
+        "errors": [
+            {"message": "Request body over 1 MiB", "extensions": {"code": "BAD_USER_INPUT"}}
+        ],
+        "error": {"code": "BAD_USER_INPUT", "message": "Request body over 1 MiB"},
+    }
+    await JSONResponse(body, status_code=413)(scope, receive, send)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _check(coro: object) -> str:
+    try:
+        await asyncio.wait_for(coro, timeout=2.0)  # type: ignore[arg-type]
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    pg, rd = await asyncio.gather(_check(services.reads.ping()), _check(services.redis.ping()))
+    checks = {"postgres": pg, "redis": rd, "kafka": "off"}
+    ready = all(v in ("ok", "off") for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(SPEC)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled", path=request.url.path, error=type(exc).__name__)
+    message = "Internal server error"
+    if request.url.path.startswith("/api/"):
+        return JSONResponse(
+            {
+                "success": False,
+                "error": {"code": "INTERNAL_SERVER_ERROR", "message": message, "details": {}},
+            },
+            500,
+        )
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]}, 500
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    problems = settings.production_problems()
+    if problems:
+        raise RuntimeError("refusing a production start: " + "; ".join(problems))
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError("C360_DATABASE_URL and C360_REDIS_URL must be set (c360 dev sets them)")
+    graphql = GraphQLApp(
+        build_schema(introspection=settings.introspection_enabled),
+        graphiql=settings.graphiql_enabled,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert settings.database_url and settings.redis_url
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        app.state.services = Services(
+            settings, engine, redis, TokenVerifier(settings), Reads(engine)
+        )
+        log.info("started", env=settings.env)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
+        Mount("/graphiql-static", StaticFiles(directory=STATIC)),
+        *rest.routes,
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(MetricsMiddleware), Middleware(BodyLimit)],
+        exception_handlers={Exception: internal_error},
+    )

@@ -1,0 +1,271 @@
+"""`c360`: the command line of the gateway (CONTRACT section 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from customer360.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+err = Console(stderr=True)
+ROLES = ["ROLE_CUSTOMER_VIEWER", "ROLE_ACCOUNT_MANAGER", "ROLE_TENANT_ADMIN", "ROLE_SUPER_ADMIN"]
+DEMO_TENANT = "demo"
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _dev_secret(settings: Settings) -> str:
+    """C360_JWT_SECRET, or a development secret kept beside the embedded data."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.data_dir / "dev-jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _role(name: str) -> str:
+    name = name.upper()
+    return name if name.startswith("ROLE_") else f"ROLE_{name}"
+
+
+def _need(url: str | None, name: str) -> str:
+    if not url:
+        err.print(f"[red]{name} is not set[/red]")
+        raise typer.Exit(1)
+    return url
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="The token's subject")],
+    tenant: Annotated[str, typer.Option(help="tenant_id claim")],
+    role: Annotated[list[str], typer.Option(help="Role, with or without ROLE_ (repeatable)")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Print a signed development token (HS256 with C360_JWT_SECRET)."""
+    from customer360.auth.tokens import issue_dev_token
+
+    s = _settings()
+    print(
+        issue_dev_token(
+            _dev_secret(s),
+            sub=sub,
+            tenant=tenant,
+            roles=[_role(r) for r in role],
+            issuer=s.jwt_issuer,
+            audience=s.jwt_audience,
+            ttl=ttl,
+        )
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from customer360.data.migrate import upgrade
+
+    s = _settings()
+    upgrade(_need(s.migration_database_url or s.database_url, "C360_DATABASE_URL"))
+    err.print("schema is up to date")
+
+
+def _run_seed(url: str, tenant: str, customers: int) -> int:
+    from customer360.data.db import make_engine
+    from customer360.data.seed import seed
+
+    async def go() -> int:
+        engine = make_engine(url)
+        try:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                disable=customers < 1,
+            ) as bar:
+                task = bar.add_task(f"seeding {tenant}", total=customers)
+                return await seed(
+                    engine, tenant, customers, progress=lambda n: bar.advance(task, n)
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@app.command("seed")
+def seed_cmd(
+    tenant: Annotated[str, typer.Option(help="Tenant to fill")] = DEMO_TENANT,
+    customers: Annotated[int, typer.Option(help="How many customers", min=0)] = 200,
+) -> None:
+    """Load realistic demo or load-test data, with a progress bar."""
+    s = _settings()
+    n = _run_seed(_need(s.database_url, "C360_DATABASE_URL"), tenant, customers)
+    err.print(f"seeded {n} customers into tenant {tenant}")
+
+
+@app.command()
+def ingest(
+    file: Annotated[str, typer.Argument(help="JSON-lines file of CloudEvents, or -")] = "-",
+) -> None:
+    """Apply CloudEvents through the handlers the Kafka consumers use."""
+    from customer360.data.db import make_engine
+    from customer360.data.uow import SqlUnitOfWork
+    from customer360.events.handlers import EventRejected, Outcome, handle_event
+
+    s = _settings()
+    url = _need(s.database_url, "C360_DATABASE_URL")
+    stream = sys.stdin if file == "-" else Path(file).open(encoding="utf-8")
+    tally = {"applied": 0, "duplicate": 0, "rejected": 0}
+
+    async def go() -> None:
+        engine = make_engine(url, pool_size=2, max_overflow=0)
+        try:
+            for n, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    event: Any = orjson.loads(line)
+                    outcome = await handle_event(SqlUnitOfWork(engine), event)
+                except orjson.JSONDecodeError as exc:
+                    reason = f"not JSON: {exc}"
+                except EventRejected as exc:
+                    reason = str(exc)
+                else:
+                    tally["applied" if outcome is Outcome.APPLIED else "duplicate"] += 1
+                    continue
+                tally["rejected"] += 1
+                print(f"line {n}: {reason}", file=sys.stderr)
+        finally:
+            await engine.dispose()
+            if stream is not sys.stdin:
+                stream.close()
+
+    asyncio.run(go())
+    print(" ".join(f"{k}={v}" for k, v in tally.items()))
+    raise typer.Exit(2 if tally["rejected"] else 0)
+
+
+@app.command("export-schema")
+def export_schema() -> None:
+    """Print the GraphQL SDL (the committed schema.graphql must equal it)."""
+    from customer360.gql.schema import build_schema
+
+    print(build_schema().as_str())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Serve on the configured backends (production)."""
+    s = _settings()
+    problems = s.production_problems()
+    if problems:
+        for p in problems:
+            err.print(f"[red]refusing to start:[/red] {p}")
+        raise typer.Exit(1)
+    from customer360.observability import configure_logging
+
+    configure_logging(s.log_level)
+    uvicorn.run(
+        "customer360.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        ws_per_message_deflate=False,
+    )
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    demo_customers: Annotated[int, typer.Option(help="Demo tenant size on first start")] = 500,
+) -> None:
+    """Everything on one machine: embedded servers where no URL is set, demo data, tokens."""
+    from customer360.app import create_app
+    from customer360.auth.tokens import issue_dev_token
+    from customer360.data.migrate import upgrade
+    from customer360.data.seed import tenant_has_customers
+    from customer360.devstack import dev_backends
+    from customer360.observability import configure_logging
+
+    s = _settings()
+    if s.production:
+        err.print("[red]c360 dev is for development; use c360 serve[/red]")
+        raise typer.Exit(1)
+    configure_logging(s.log_level)
+    secret = _dev_secret(s)
+    os.environ["C360_JWT_SECRET"] = secret
+    with dev_backends(s.data_dir.resolve(), s.database_url, s.redis_url) as (db, rd):
+        upgrade(s.migration_database_url or db)
+        settings = s.model_copy(
+            update={"database_url": db, "redis_url": rd, "jwt_secret": s.jwt_secret or secret}
+        )
+        settings = Settings.model_validate(settings.model_dump())
+
+        async def has_demo() -> bool:
+            from customer360.data.db import make_engine
+
+            engine = make_engine(db)
+            try:
+                return await tenant_has_customers(engine, DEMO_TENANT)
+            finally:
+                await engine.dispose()
+
+        if not asyncio.run(has_demo()):
+            _run_seed(db, DEMO_TENANT, demo_customers)
+        base = f"http://{host}:{port}"
+        err.print(f"\n[bold]Customer360 gateway[/bold]  GraphiQL: {base}/graphql\n")
+        for role in ROLES:
+            tok = issue_dev_token(
+                secret,
+                sub=f"dev-{role[5:].lower()}",
+                tenant=DEMO_TENANT,
+                roles=[role],
+                issuer=s.jwt_issuer,
+                audience=s.jwt_audience,
+                ttl=12 * 3600,
+            )
+            print(f"{role}:\n  Bearer {tok}", flush=True)
+        print(f"ready: {base}/graphql", flush=True)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            ws_per_message_deflate=False,
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

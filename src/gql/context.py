@@ -1,0 +1,73 @@
+"""Per-request context: the principal, its tenant, and one DataLoader set."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+from strawberry.dataloader import DataLoader
+
+from customer360.auth.principal import Permission, Principal
+from customer360.data.queries import Reads
+from customer360.data.uow import SqlUnitOfWork
+from customer360.lifecycle import StageConfig
+
+from .errors import forbidden
+
+
+@dataclass
+class Loaders:
+    customer: DataLoader[uuid.UUID, Row[Any] | None]
+    metrics: DataLoader[uuid.UUID, Row[Any] | None]
+    history: DataLoader[uuid.UUID, list[Row[Any]]]
+
+
+def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
+    async def customers(ids: list[uuid.UUID]) -> list[Row[Any] | None]:
+        found = await reads.customers_by_id(tenant_id, ids)
+        return [found.get(i) for i in ids]
+
+    async def metrics(ids: list[uuid.UUID]) -> list[Row[Any] | None]:
+        found = await reads.metrics_by_customer(tenant_id, ids)
+        return [found.get(i) for i in ids]
+
+    async def history(ids: list[uuid.UUID]) -> list[list[Row[Any]]]:
+        found = await reads.history_by_customer(tenant_id, ids)
+        return [found[i] for i in ids]
+
+    return Loaders(DataLoader(customers), DataLoader(metrics), DataLoader(history))
+
+
+@dataclass
+class Context:
+    principal: Principal
+    reads: Reads
+    engine: AsyncEngine
+    loaders: Loaders
+    _config: StageConfig | None = field(default=None, repr=False)
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    def require(self, permission: Permission) -> None:
+        if not self.principal.can(permission):
+            raise forbidden(f"Needs {permission.value}")
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
+
+    async def stage_config(self) -> StageConfig:
+        """The tenant's configuration, read once per request."""
+        if self._config is None:
+            self._config = await self.reads.stage_config(self.tenant_id)
+        return self._config
+
+    def forget(self, customer_id: uuid.UUID) -> None:
+        """After a write in this request, later reads must see it."""
+        self.loaders.customer.clear(customer_id)
+        self.loaders.metrics.clear(customer_id)
+        self.loaders.history.clear(customer_id)

@@ -1,0 +1,196 @@
+"""Customer queries: one customer, the filtered list, the stage summary, the viewer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from customer360.auth.principal import Permission as PermissionValue
+from customer360.data.queries import ORDERINGS, CustomerFilterSpec
+from customer360.lifecycle import Reason
+
+from .context import Context
+from .errors import bad_input
+from .pagination import check_first, decode_cursor, encode_cursor, scope_of
+from .permissions import CanViewLifecycle
+from .types import Customer, CustomerTier, PageInfo, Permission, page_info, parse_id
+
+
+@strawberry.type
+class Viewer:
+    subject: str
+    tenant_id: str
+    roles: list[str]
+    permissions: list[Permission]  # type: ignore[valid-type]
+
+
+@strawberry.enum
+class CustomerOrder(Enum):
+    CREATED_AT_DESC = "CREATED_AT_DESC"
+    UPDATED_AT_DESC = "UPDATED_AT_DESC"
+    NAME_ASC = "NAME_ASC"
+    STAGE_ENTERED_AT_DESC = "STAGE_ENTERED_AT_DESC"
+
+
+@strawberry.input
+class CustomerFilter:
+    stage: str | None = strawberry.field(
+        default=None, description='Exact stage name, e.g. "At-Risk".'
+    )
+    stages: list[str] | None = None
+    tier: CustomerTier | None = None
+    tag: str | None = None
+    assigned_to: str | None = None
+    search: str | None = strawberry.field(
+        default=None, description="Case-insensitive match on name, email or company name."
+    )
+
+
+@strawberry.type
+class CustomerEdge:
+    cursor: str
+    node: Customer
+
+
+@strawberry.type
+class CustomerConnection:
+    edges: list[CustomerEdge]
+    page_info: PageInfo
+    _count: strawberry.Private[Any]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        count: int = await self._count()
+        return count
+
+
+@strawberry.type
+class StageCount:
+    stage: str
+    count: int
+
+
+@strawberry.type
+class LifecycleSummary:
+    total: int
+    stages: list[StageCount] = strawberry.field(
+        description="One entry per configured stage, in configured order, zero counts included."
+    )
+    generated_at: datetime
+
+
+async def _filter_spec(ctx: Context, f: CustomerFilter | None) -> CustomerFilterSpec:
+    if f is None:
+        return CustomerFilterSpec()
+    stages: tuple[str, ...] | None = None
+    if f.stage is not None or f.stages is not None:
+        wanted = [f.stage] if f.stage is not None else list(f.stages or [])
+        if f.stage is not None and f.stages is not None:
+            wanted = [s for s in f.stages if s == f.stage]
+        known = (await ctx.stage_config()).stages
+        unknown = [s for s in [f.stage, *(f.stages or [])] if s is not None and s not in known]
+        if unknown:
+            raise bad_input(f"Unknown stages {unknown}", Reason.INVALID_STAGE)
+        stages = tuple(wanted)
+    search = f.search.strip() if f.search else None
+    return CustomerFilterSpec(
+        stages=stages,
+        tier=f.tier.value if f.tier else None,
+        tag=f.tag,
+        assigned_to=f.assigned_to,
+        search=search or None,
+    )
+
+
+def _sort_keys(order: str, row: Any) -> list[Any]:
+    col = ORDERINGS[order].columns[0]
+    value = getattr(row, col)
+    return [value.isoformat() if isinstance(value, datetime) else value, str(row.id)]
+
+
+def _after_keys(order: str, keys: list[Any]) -> tuple[Any, ...]:
+    try:
+        first, ident = keys
+        value: Any = first if order == "NAME_ASC" else datetime.fromisoformat(first)
+        if not isinstance(value, str | datetime):
+            raise TypeError
+        return (value, uuid.UUID(ident))
+    except (ValueError, TypeError):
+        raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR) from None
+
+
+@strawberry.type
+class CustomerQuery:
+    @strawberry.field(description="The signed-in principal as the gateway sees it.")
+    def viewer(self, info: Info[Context, None]) -> Viewer:
+        p = info.context.principal
+        return Viewer(
+            subject=p.subject,
+            tenant_id=p.tenant_id,
+            roles=list(p.roles),
+            permissions=[x for x in PermissionValue if x in p.permissions],
+        )
+
+    @strawberry.field(
+        permission_classes=[CanViewLifecycle],
+        description="One customer of the viewer's tenant; null when it does not exist there.",
+    )
+    async def customer(self, info: Info[Context, None], id: strawberry.ID) -> Customer | None:
+        row = await info.context.loaders.customer.load(parse_id(id))
+        return Customer(_row=row) if row is not None else None
+
+    @strawberry.field(
+        permission_classes=[CanViewLifecycle],
+        description="Customers of the viewer's tenant, in `orderBy` order.",
+    )
+    async def customers(
+        self,
+        info: Info[Context, None],
+        filter: CustomerFilter | None = None,
+        order_by: CustomerOrder | None = CustomerOrder.CREATED_AT_DESC,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> CustomerConnection:
+        ctx = info.context
+        limit = check_first(50 if first is None else first)
+        order = (order_by or CustomerOrder.CREATED_AT_DESC).value
+        spec = await _filter_spec(ctx, filter)
+        scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
+        after_keys = _after_keys(order, decode_cursor(after, scope)) if after else None
+        rows = list(
+            await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys)
+        )
+        has_next = len(rows) > limit
+        edges = []
+        for row in rows[:limit]:
+            ctx.loaders.customer.prime(row.id, row)
+            edges.append(
+                CustomerEdge(
+                    cursor=encode_cursor(scope, _sort_keys(order, row)), node=Customer(_row=row)
+                )
+            )
+
+        async def count() -> int:
+            return await ctx.reads.count_customers(ctx.tenant_id, spec)
+
+        return CustomerConnection(
+            edges=edges, page_info=page_info(edges, has_next, after is not None), _count=count
+        )
+
+    @strawberry.field(
+        permission_classes=[CanViewLifecycle],
+        description="Counts per lifecycle stage for the viewer's tenant.",
+    )
+    async def lifecycle_summary(self, info: Info[Context, None]) -> LifecycleSummary:
+        ctx = info.context
+        config = await ctx.stage_config()
+        counts = await ctx.reads.stage_counts(ctx.tenant_id)
+        stages = [StageCount(stage=s, count=counts.get(s, 0)) for s in config.stages]
+        return LifecycleSummary(
+            total=sum(s.count for s in stages), stages=stages, generated_at=datetime.now(UTC)
+        )

@@ -1,0 +1,303 @@
+"""GraphQL object types of the customer view."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from sqlalchemy.engine import Row
+from strawberry.types import Info
+
+from customer360.auth.principal import Permission as PermissionValue
+from customer360.lifecycle import Reason, Source, Transition
+
+from .context import Context
+from .errors import bad_input
+from .pagination import check_first, decode_cursor, encode_cursor, scope_of
+from .permissions import CanViewHistory
+
+TransitionSource = strawberry.enum(Source, name="TransitionSource")
+Permission = strawberry.enum(PermissionValue, name="Permission")
+
+
+@strawberry.enum
+class CustomerTier(Enum):
+    FREE = "FREE"
+    BASIC = "BASIC"
+    PRO = "PRO"
+    ENTERPRISE = "ENTERPRISE"
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class LifecycleTransition:
+    id: strawberry.ID
+    customer_id: strawberry.ID
+    from_stage: str | None
+    to_stage: str
+    changed_at: datetime
+    changed_by: str
+    reason_code: str | None
+    source: TransitionSource  # type: ignore[valid-type]
+
+    @classmethod
+    def from_row(cls, r: Row[Any]) -> LifecycleTransition:
+        return cls(
+            id=strawberry.ID(str(r.id)),
+            customer_id=strawberry.ID(str(r.customer_id)),
+            from_stage=r.from_stage,
+            to_stage=r.to_stage,
+            changed_at=r.changed_at,
+            changed_by=r.changed_by,
+            reason_code=r.reason_code,
+            source=Source(r.source),
+        )
+
+    @classmethod
+    def from_domain(cls, t: Transition) -> LifecycleTransition:
+        return cls(
+            id=strawberry.ID(str(t.id)),
+            customer_id=strawberry.ID(str(t.customer_id)),
+            from_stage=t.from_stage,
+            to_stage=t.to_stage,
+            changed_at=t.changed_at,
+            changed_by=t.changed_by,
+            reason_code=t.reason_code,
+            source=t.source,
+        )
+
+
+@strawberry.type
+class LifecycleTransitionEdge:
+    cursor: str
+    node: LifecycleTransition
+
+
+@strawberry.type
+class LifecycleTransitionConnection:
+    edges: list[LifecycleTransitionEdge]
+    page_info: PageInfo
+    _count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await self._count()
+
+
+@strawberry.type
+class LifecycleStatus:
+    stage: str
+    entered_at: datetime
+    updated_at: datetime
+    updated_by: str
+    reason_code: str | None
+    source: TransitionSource  # type: ignore[valid-type]
+    version: int
+    _allowed: strawberry.Private[Callable[[], Awaitable[list[str]]]]
+
+    @strawberry.field(description="Stages the tenant's rules allow from here.")
+    async def allowed_next_stages(self) -> list[str]:
+        return await self._allowed()
+
+
+@strawberry.type
+class StageDuration:
+    stage: str
+    entries: int
+    first_entered_at: datetime
+    last_entered_at: datetime
+    last_exited_at: datetime | None
+    total_seconds: int
+
+
+@strawberry.type
+class CustomerMetrics:
+    open_support_issues: int
+    closed_support_issues: int
+    last_support_issue_closed_at: datetime | None
+    contract_renewal_count: int
+    last_contract_renewed_at: datetime | None
+    days_in_stage: int
+
+
+def stage_durations(rows: list[Row[Any]], now: datetime) -> list[StageDuration]:
+    """Stays per stage from a history oldest-first; the last stay runs until now."""
+    acc: dict[str, dict[str, Any]] = {}
+    for i, r in enumerate(rows):
+        end = rows[i + 1].changed_at if i + 1 < len(rows) else None
+        d = acc.setdefault(
+            r.to_stage,
+            {"entries": 0, "first": r.changed_at, "last": r.changed_at, "exit": None, "secs": 0.0},
+        )
+        d["entries"] += 1
+        d["last"] = r.changed_at
+        d["exit"] = end
+        d["secs"] += max(0.0, ((end or now) - r.changed_at).total_seconds())
+    return [
+        StageDuration(
+            stage=s,
+            entries=d["entries"],
+            first_entered_at=d["first"],
+            last_entered_at=d["last"],
+            last_exited_at=d["exit"],
+            total_seconds=int(d["secs"]),
+        )
+        for s, d in acc.items()
+    ]
+
+
+@strawberry.type
+class Customer:
+    _row: strawberry.Private[Row[Any]]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self._row.id))
+
+    @strawberry.field
+    def tenant_id(self) -> str:
+        return str(self._row.tenant_id)
+
+    @strawberry.field
+    def name(self) -> str:
+        return str(self._row.name)
+
+    @strawberry.field
+    def email(self) -> str | None:
+        return self._row.email  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def phone(self) -> str | None:
+        return self._row.phone  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def company_name(self) -> str | None:
+        return self._row.company_name  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def tier(self) -> CustomerTier | None:
+        return CustomerTier(self._row.tier) if self._row.tier else None
+
+    @strawberry.field
+    def tags(self) -> list[str]:
+        return list(self._row.tags or [])
+
+    @strawberry.field
+    def assigned_to(self) -> str | None:
+        return self._row.assigned_to  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def created_at(self) -> datetime:
+        return self._row.created_at  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def updated_at(self) -> datetime:
+        return self._row.updated_at  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def lifecycle(self, info: Info[Context, None]) -> LifecycleStatus:
+        r = self._row
+
+        async def allowed() -> list[str]:
+            return (await info.context.stage_config()).allowed_next_stages(r.stage)
+
+        return LifecycleStatus(
+            stage=r.stage,
+            entered_at=r.stage_entered_at,
+            updated_at=r.lifecycle_updated_at,
+            updated_by=r.lifecycle_updated_by,
+            reason_code=r.reason_code,
+            source=Source(r.source),
+            version=r.version,
+            _allowed=allowed,
+        )
+
+    @strawberry.field(
+        permission_classes=[CanViewHistory],
+        description="Time spent in each stage this customer has ever been in. Needs VIEW_HISTORY.",
+    )
+    async def stage_durations(self, info: Info[Context, None]) -> list[StageDuration]:
+        rows = await info.context.loaders.history.load(self._row.id)
+        return stage_durations(rows, datetime.now(UTC))
+
+    @strawberry.field(
+        permission_classes=[CanViewHistory],
+        description="The stage the customer was in at that instant; null before it existed. "
+        "Needs VIEW_HISTORY.",
+    )
+    async def stage_at(self, info: Info[Context, None], as_of: datetime) -> str | None:
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        return await info.context.reads.stage_at(info.context.tenant_id, self._row.id, as_of)
+
+    @strawberry.field(
+        permission_classes=[CanViewHistory], description="Newest first. Needs VIEW_HISTORY."
+    )
+    async def lifecycle_history(
+        self, info: Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> LifecycleTransitionConnection:
+        ctx, cid = info.context, self._row.id
+        limit = check_first(20 if first is None else first)
+        scope = scope_of(ctx.tenant_id, "history", str(cid))
+        before = None
+        if after is not None:
+            keys = decode_cursor(after, scope)
+            if len(keys) != 1 or not isinstance(keys[0], int):
+                raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR)
+            before = keys[0]
+        rows = list(await ctx.reads.history_page(ctx.tenant_id, cid, limit + 1, before))
+        has_next = len(rows) > limit
+        rows = rows[:limit]
+        edges = [
+            LifecycleTransitionEdge(
+                cursor=encode_cursor(scope, [r.version]), node=LifecycleTransition.from_row(r)
+            )
+            for r in rows
+        ]
+
+        async def count() -> int:
+            return await ctx.reads.history_count(ctx.tenant_id, cid)
+
+        return LifecycleTransitionConnection(
+            edges=edges, page_info=page_info(edges, has_next, after is not None), _count=count
+        )
+
+    @strawberry.field
+    async def metrics(self, info: Info[Context, None]) -> CustomerMetrics:
+        m = await info.context.loaders.metrics.load(self._row.id)
+        days = int((datetime.now(UTC) - self._row.stage_entered_at).total_seconds() // 86400)
+        return CustomerMetrics(
+            open_support_issues=m.open_support_issues if m else 0,
+            closed_support_issues=m.closed_support_issues if m else 0,
+            last_support_issue_closed_at=m.last_support_issue_closed_at if m else None,
+            contract_renewal_count=m.contract_renewal_count if m else 0,
+            last_contract_renewed_at=m.last_contract_renewed_at if m else None,
+            days_in_stage=max(days, 0),
+        )
+
+
+def page_info(edges: list[Any], has_next: bool, has_previous: bool) -> PageInfo:
+    return PageInfo(
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
+    )
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise bad_input(f"{str(raw)[:64]!r} is not a valid id", Reason.INVALID_ID) from None

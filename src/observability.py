@@ -1,0 +1,112 @@
+"""Prometheus metrics and structured JSON logs, shared by every entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "c360_http_requests_total",
+    "HTTP requests answered",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "c360_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+TRANSITIONS = Counter(
+    "c360_lifecycle_transitions_total",
+    "Committed lifecycle stage changes",
+    ["source"],
+    registry=REGISTRY,
+)
+EVENTS_CONSUMED = Counter(
+    "c360_events_consumed_total",
+    "Consumed events by outcome",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOX_PENDING = Gauge("c360_outbox_pending", "Outbox rows not yet published", registry=REGISTRY)
+OUTBOX_LAG = Gauge(
+    "c360_outbox_lag_seconds", "Age of the oldest unpublished outbox row", registry=REGISTRY
+)
+SUBSCRIPTIONS = Gauge("c360_subscriptions_active", "Open GraphQL subscriptions", registry=REGISTRY)
+REJECTED = Counter(
+    "c360_requests_rejected_total",
+    "Requests refused before execution",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+KNOWN_ROUTES = (
+    "/graphql",
+    "/api/v1/customers",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/graphiql-static",
+)
+
+
+def _route(path: str) -> str:
+    # Bounded label values: ids never become label values.
+    return next((r for r in KNOWN_ROUTES if path.startswith(r)), "other")
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route(scope["path"])
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_DURATION.labels(scope["method"], route).observe(time.perf_counter() - start)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stdout for ELK; exceptions as plain text without locals."""
+    logging.basicConfig(stream=sys.stdout, level=level, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
