@@ -1,0 +1,232 @@
+"""Fixtures on real servers: PostgreSQL and Redis from C360_TEST_*_URL, else embedded ones.
+
+Every test run gets a fresh database; every test gets its own tenant, so tests never see
+each other's rows and need no cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from joserfc import jwt
+from joserfc.jwk import OctKey
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.applications import Starlette
+
+from customer360.app import create_app
+from customer360.data.db import make_engine
+from customer360.data.migrate import upgrade_async
+from customer360.data.uow import SqlUnitOfWork
+from customer360.devstack import embedded_postgres, embedded_redis, free_port
+from customer360.events.handlers import handle_event
+from customer360.settings import Settings
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+ISSUER, AUDIENCE = "c360-dev", "customer360"
+
+
+def asyncpg_url(url: str) -> str:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("C360_TEST_DATABASE_URL")
+    if url:
+        yield asyncpg_url(url)
+        return
+    with embedded_postgres(tmp_path_factory.mktemp("pg"), database="postgres") as u:
+        yield u
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("C360_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with embedded_redis(tmp_path_factory.mktemp("redis")) as u:
+        yield u
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server_url: str) -> AsyncIterator[str]:
+    name = f"c360_test_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade_async(url)
+    try:
+        yield url
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    e = make_engine(database_url, pool_size=20, max_overflow=40)
+    yield e
+    await e.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="development", database_url=database_url, redis_url=redis_url,
+        jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
+        db_pool_size=20, db_max_overflow=20,
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    app: Starlette
+
+    @property
+    def engine(self) -> AsyncEngine:
+        engine: AsyncEngine = self.app.state.services.engine
+        return engine
+
+
+@contextlib.asynccontextmanager
+async def run_server(app: Starlette) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    app = create_app(settings)
+    async with run_server(app) as url:
+        yield Server(url, app)
+
+
+@pytest.fixture(scope="session")
+async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=300, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+        yield client
+
+
+def make_token(
+    sub: str = "user-1", tenant: str = "t-1", roles: tuple[str, ...] = ("ROLE_ACCOUNT_MANAGER",),
+    *, ttl: int = 600, secret: str = SECRET, header: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (), **extra: Any,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "tenant_id": tenant, "roles": list(roles),
+                              "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + ttl}
+    claims.update(extra)
+    for key in drop:
+        claims.pop(key, None)
+    return jwt.encode(header or {"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret))
+
+
+@dataclass
+class Api:
+    """A client as a front end or an integrator uses it: real HTTP, real tokens."""
+
+    http: httpx.AsyncClient
+    tenant: str
+    sub: str = "user-1"
+    roles: tuple[str, ...] = ("ROLE_ACCOUNT_MANAGER",)
+
+    def as_(self, roles: tuple[str, ...] | str, sub: str | None = None,
+            tenant: str | None = None) -> Api:
+        roles = (roles,) if isinstance(roles, str) else roles
+        return Api(self.http, tenant or self.tenant, sub or self.sub, roles)
+
+    @property
+    def token(self) -> str:
+        return make_token(self.sub, self.tenant, self.roles)
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **extra}
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None,
+                  headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST a document; returns the JSON body (asserting a 200)."""
+        resp = await self.http.post("/graphql", json={"query": query, "variables": variables},
+                                    headers=headers or self.headers())
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def patch(self, customer_id: Any, body: Any, **headers: str) -> httpx.Response:
+        return await self.http.patch(f"/api/v1/customers/{customer_id}/lifecycle", json=body,
+                                     headers=self.headers(**headers))
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def api(http: httpx.AsyncClient, tenant: str) -> Api:
+    return Api(http, tenant)
+
+
+_seq = iter(range(10**9))
+
+
+def created_event(tenant: str, customer_id: uuid.UUID | None = None, **data: Any) -> dict[str, Any]:
+    cid = customer_id or uuid.uuid4()
+    payload = {"customer_id": str(cid), "name": f"Customer {next(_seq)}",
+               "email": f"c{uuid.uuid4().hex[:8]}@example.com", "phone": "+1 555 0100",
+               "company_name": "Acme Corp", "tier": "PRO", "tags": ["vip"],
+               "assigned_to": "user-1"}
+    payload.update(data)
+    return event("customer.created", tenant, payload)
+
+
+def event(type_: str, tenant: str | None, data: dict[str, Any], *, source: str = "crm",
+          event_id: str | None = None) -> dict[str, Any]:
+    ev: dict[str, Any] = {"specversion": "1.0", "id": event_id or uuid.uuid4().hex,
+                          "source": source, "type": type_, "time": "2025-07-28T12:00:00Z",
+                          "data": data}
+    if tenant is not None:
+        ev["tenantid"] = tenant
+    return ev
+
+
+@pytest.fixture
+def make_customer(engine: AsyncEngine, tenant: str) -> Any:
+    async def make(tenant_id: str | None = None, **data: Any) -> uuid.UUID:
+        ev = created_event(tenant_id or tenant, **data)
+        await handle_event(SqlUnitOfWork(engine), ev)
+        return uuid.UUID(ev["data"]["customer_id"])
+
+    return make

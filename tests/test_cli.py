@@ -1,0 +1,134 @@
+"""`c360` as operators run it: real subprocesses against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import OctKey
+from sqlalchemy import text
+
+from customer360.devstack import free_port
+from tests.conftest import SECRET, created_event, event
+
+ROOT = Path(__file__).resolve().parents[1]
+C360 = [sys.executable, "-m", "customer360.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(C360 + args, env=env, input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_token_is_signed_with_the_secret_and_normalises_roles() -> None:
+    out = run(["token", "--sub", "u-9", "--tenant", "t-9", "--role", "account_manager",
+               "--role", "ROLE_TENANT_ADMIN", "--ttl", "60"], clean_env(C360_JWT_SECRET=SECRET))
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), OctKey.import_key(SECRET)).claims
+    assert claims["sub"] == "u-9" and claims["tenant_id"] == "t-9"
+    assert claims["roles"] == ["ROLE_ACCOUNT_MANAGER", "ROLE_TENANT_ADMIN"]
+    assert claims["iss"] == "c360-dev" and claims["aud"] == "customer360"
+    assert 55 <= claims["exp"] - time.time() <= 61
+
+
+def test_export_schema_equals_the_committed_schema() -> None:
+    out = run(["export-schema"], clean_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (ROOT / "schema.graphql").read_text().strip()
+
+
+async def test_ingest_applies_good_lines_and_reports_the_bad_ones(database_url: str, engine, tenant: str) -> None:
+    good = created_event(tenant)
+    cid = good["data"]["customer_id"]
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps(good),  # duplicate
+        json.dumps(event("customer.updated", tenant, {"customer_id": str(uuid.uuid4()), "name": "x"})),
+        "",
+        json.dumps(event("contract.renewed", tenant, {"customer_id": cid, "contract_id": "K",
+                                                      "renewed_at": "2025-01-01T00:00:00Z"})),
+    ]
+    out = run(["ingest", "-"], clean_env(C360_DATABASE_URL=database_url), "\n".join(lines) + "\n")
+    assert out.returncode == 2, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "applied=2 duplicate=1 rejected=2"
+    errors = out.stderr.strip().splitlines()
+    assert errors[0].startswith("line 2: not JSON")
+    assert errors[1].startswith("line 4: unknown customer")
+    async with engine.connect() as c:
+        stage = (await c.execute(text("SELECT stage FROM customers WHERE id=:c"),
+                                 {"c": uuid.UUID(cid)})).scalar()
+    assert stage == "Active"  # the renewal after the bad lines still applied
+
+
+def test_ingest_of_a_clean_file_exits_zero(database_url: str, tenant: str, tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    f.write_text("\n".join(json.dumps(created_event(tenant)) for _ in range(3)) + "\n")
+    out = run(["ingest", str(f)], clean_env(C360_DATABASE_URL=database_url))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "applied=3 duplicate=0 rejected=0"
+
+
+def test_production_start_refuses_without_its_settings() -> None:
+    out = run(["serve"], clean_env(C360_ENV="production", C360_JWT_SECRET="x"))
+    assert out.returncode == 1
+    for needle in ("C360_DATABASE_URL", "C360_REDIS_URL", "C360_DATA_KEY", "token check"):
+        assert needle in out.stderr
+
+
+@pytest.mark.slow
+def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        C360 + ["dev", "--port", str(port), "--demo-customers", "40"], cwd=ROOT,
+        env=clean_env(C360_DATA_DIR=str(tmp_path / "data")), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        tokens: dict[str, str] = {}
+        role = None
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ROLE_"):
+                role = line.strip().rstrip(":")
+            elif line.strip().startswith("Bearer ") and role:
+                tokens[role] = line.strip()
+            elif line.startswith("ready: "):
+                break
+            assert time.monotonic() < deadline
+        assert set(tokens) == {"ROLE_CUSTOMER_VIEWER", "ROLE_ACCOUNT_MANAGER", "ROLE_TENANT_ADMIN",
+                               "ROLE_SUPER_ADMIN"}
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        resp = httpx.post(f"{url}/graphql", headers={"Authorization": tokens["ROLE_TENANT_ADMIN"]},
+                          json={"query": "{ lifecycleSummary { total } }"})
+        assert resp.json() == {"data": {"lifecycleSummary": {"total": 40}}}
+        page = httpx.get(f"{url}/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    # everything it started is gone: nothing keeps the embedded data folder's server running
+    pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+    assert not pid_file.exists()
