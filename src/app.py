@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -76,13 +77,13 @@ class _TooLarge(Exception):
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    body = {
-        "success": False,
-        "errors": [
-            {"message": "Request body over 1 MiB", "extensions": {"code": "BAD_USER_INPUT"}}
-        ],
-        "error": {"code": "BAD_USER_INPUT", "message": "Request body over 1 MiB"},
-    }
+    message = "Request body over 1 MiB"
+    body: dict[str, Any]
+    if scope["path"].startswith("/api/"):
+        error = {"code": "BAD_USER_INPUT", "message": message, "details": {}}
+        body = {"success": False, "error": error}
+    else:
+        body = {"errors": [{"message": message, "extensions": {"code": "BAD_USER_INPUT"}}]}
     await JSONResponse(body, status_code=413)(scope, receive, send)
 
 

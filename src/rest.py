@@ -84,9 +84,10 @@ def _body(raw: bytes) -> dict[str, Any]:
     stage = body.get("stage")
     if not isinstance(stage, str) or not stage:
         raise _fail(400, Code.BAD_USER_INPUT, "stage must be a non-empty string")
-    for key in ("updated_by", "reason_code"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise _fail(400, Code.BAD_USER_INPUT, f"{key} must be a string")
+    for key in ("stage", "updated_by", "reason_code"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            raise _fail(400, Code.BAD_USER_INPUT, f"{key} must be a string without NUL")
     ev = body.get("expected_version")
     if ev is not None and (isinstance(ev, bool) or not isinstance(ev, int) or ev < 0):
         raise _fail(400, Code.BAD_USER_INPUT, "expected_version must be a non-negative integer")

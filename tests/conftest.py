@@ -90,9 +90,14 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        env="development", database_url=database_url, redis_url=redis_url,
-        jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
-        db_pool_size=20, db_max_overflow=20,
+        env="development",
+        database_url=database_url,
+        redis_url=redis_url,
+        jwt_secret=SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        db_pool_size=20,
+        db_max_overflow=20,
     )
 
 
@@ -141,13 +146,26 @@ async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_token(
-    sub: str = "user-1", tenant: str = "t-1", roles: tuple[str, ...] = ("ROLE_ACCOUNT_MANAGER",),
-    *, ttl: int = 600, secret: str = SECRET, header: dict[str, Any] | None = None,
-    drop: tuple[str, ...] = (), **extra: Any,
+    sub: str = "user-1",
+    tenant: str = "t-1",
+    roles: tuple[str, ...] = ("ROLE_ACCOUNT_MANAGER",),
+    *,
+    ttl: int = 600,
+    secret: str = SECRET,
+    header: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (),
+    **extra: Any,
 ) -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "tenant_id": tenant, "roles": list(roles),
-                              "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + ttl}
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "tenant_id": tenant,
+        "roles": list(roles),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + ttl,
+    }
     claims.update(extra)
     for key in drop:
         claims.pop(key, None)
@@ -163,8 +181,9 @@ class Api:
     sub: str = "user-1"
     roles: tuple[str, ...] = ("ROLE_ACCOUNT_MANAGER",)
 
-    def as_(self, roles: tuple[str, ...] | str, sub: str | None = None,
-            tenant: str | None = None) -> Api:
+    def as_(
+        self, roles: tuple[str, ...] | str, sub: str | None = None, tenant: str | None = None
+    ) -> Api:
         roles = (roles,) if isinstance(roles, str) else roles
         return Api(self.http, tenant or self.tenant, sub or self.sub, roles)
 
@@ -175,18 +194,26 @@ class Api:
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **extra}
 
-    async def gql(self, query: str, variables: dict[str, Any] | None = None,
-                  headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """POST a document; returns the JSON body (asserting a 200)."""
-        resp = await self.http.post("/graphql", json={"query": query, "variables": variables},
-                                    headers=headers or self.headers())
+        resp = await self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers=headers or self.headers(),
+        )
         assert resp.status_code == 200, resp.text
         body: dict[str, Any] = resp.json()
         return body
 
     async def patch(self, customer_id: Any, body: Any, **headers: str) -> httpx.Response:
-        return await self.http.patch(f"/api/v1/customers/{customer_id}/lifecycle", json=body,
-                                     headers=self.headers(**headers))
+        return await self.http.patch(
+            f"/api/v1/customers/{customer_id}/lifecycle", json=body, headers=self.headers(**headers)
+        )
 
 
 @pytest.fixture
@@ -204,19 +231,36 @@ _seq = iter(range(10**9))
 
 def created_event(tenant: str, customer_id: uuid.UUID | None = None, **data: Any) -> dict[str, Any]:
     cid = customer_id or uuid.uuid4()
-    payload = {"customer_id": str(cid), "name": f"Customer {next(_seq)}",
-               "email": f"c{uuid.uuid4().hex[:8]}@example.com", "phone": "+1 555 0100",
-               "company_name": "Acme Corp", "tier": "PRO", "tags": ["vip"],
-               "assigned_to": "user-1"}
+    payload = {
+        "customer_id": str(cid),
+        "name": f"Customer {next(_seq)}",
+        "email": f"c{uuid.uuid4().hex[:8]}@example.com",
+        "phone": "+1 555 0100",
+        "company_name": "Acme Corp",
+        "tier": "PRO",
+        "tags": ["vip"],
+        "assigned_to": "user-1",
+    }
     payload.update(data)
     return event("customer.created", tenant, payload)
 
 
-def event(type_: str, tenant: str | None, data: dict[str, Any], *, source: str = "crm",
-          event_id: str | None = None) -> dict[str, Any]:
-    ev: dict[str, Any] = {"specversion": "1.0", "id": event_id or uuid.uuid4().hex,
-                          "source": source, "type": type_, "time": "2025-07-28T12:00:00Z",
-                          "data": data}
+def event(
+    type_: str,
+    tenant: str | None,
+    data: dict[str, Any],
+    *,
+    source: str = "crm",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id or uuid.uuid4().hex,
+        "source": source,
+        "type": type_,
+        "time": "2025-07-28T12:00:00Z",
+        "data": data,
+    }
     if tenant is not None:
         ev["tenantid"] = tenant
     return ev

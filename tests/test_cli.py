@@ -30,14 +30,31 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(C360 + args, env=env, input=stdin, capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+def run(
+    args: list[str], env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        C360 + args, env=env, input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_token_is_signed_with_the_secret_and_normalises_roles() -> None:
-    out = run(["token", "--sub", "u-9", "--tenant", "t-9", "--role", "account_manager",
-               "--role", "ROLE_TENANT_ADMIN", "--ttl", "60"], clean_env(C360_JWT_SECRET=SECRET))
+    out = run(
+        [
+            "token",
+            "--sub",
+            "u-9",
+            "--tenant",
+            "t-9",
+            "--role",
+            "account_manager",
+            "--role",
+            "ROLE_TENANT_ADMIN",
+            "--ttl",
+            "60",
+        ],
+        clean_env(C360_JWT_SECRET=SECRET),
+    )
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), OctKey.import_key(SECRET)).claims
     assert claims["sub"] == "u-9" and claims["tenant_id"] == "t-9"
@@ -52,17 +69,26 @@ def test_export_schema_equals_the_committed_schema() -> None:
     assert out.stdout.strip() == (ROOT / "schema.graphql").read_text().strip()
 
 
-async def test_ingest_applies_good_lines_and_reports_the_bad_ones(database_url: str, engine, tenant: str) -> None:
+async def test_ingest_applies_good_lines_and_reports_the_bad_ones(
+    database_url: str, engine, tenant: str
+) -> None:
     good = created_event(tenant)
     cid = good["data"]["customer_id"]
     lines = [
         json.dumps(good),
         "{not json",
         json.dumps(good),  # duplicate
-        json.dumps(event("customer.updated", tenant, {"customer_id": str(uuid.uuid4()), "name": "x"})),
+        json.dumps(
+            event("customer.updated", tenant, {"customer_id": str(uuid.uuid4()), "name": "x"})
+        ),
         "",
-        json.dumps(event("contract.renewed", tenant, {"customer_id": cid, "contract_id": "K",
-                                                      "renewed_at": "2025-01-01T00:00:00Z"})),
+        json.dumps(
+            event(
+                "contract.renewed",
+                tenant,
+                {"customer_id": cid, "contract_id": "K", "renewed_at": "2025-01-01T00:00:00Z"},
+            )
+        ),
     ]
     out = run(["ingest", "-"], clean_env(C360_DATABASE_URL=database_url), "\n".join(lines) + "\n")
     assert out.returncode == 2, out.stderr
@@ -71,8 +97,9 @@ async def test_ingest_applies_good_lines_and_reports_the_bad_ones(database_url: 
     assert errors[0].startswith("line 2: not JSON")
     assert errors[1].startswith("line 4: unknown customer")
     async with engine.connect() as c:
-        stage = (await c.execute(text("SELECT stage FROM customers WHERE id=:c"),
-                                 {"c": uuid.UUID(cid)})).scalar()
+        stage = (
+            await c.execute(text("SELECT stage FROM customers WHERE id=:c"), {"c": uuid.UUID(cid)})
+        ).scalar()
     assert stage == "Active"  # the renewal after the bad lines still applied
 
 
@@ -95,9 +122,12 @@ def test_production_start_refuses_without_its_settings() -> None:
 def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        C360 + ["dev", "--port", str(port), "--demo-customers", "40"], cwd=ROOT,
-        env=clean_env(C360_DATA_DIR=str(tmp_path / "data")), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [*C360, "dev", "--port", str(port), "--demo-customers", "40"],
+        cwd=ROOT,
+        env=clean_env(C360_DATA_DIR=str(tmp_path / "data")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         tokens: dict[str, str] = {}
@@ -112,8 +142,12 @@ def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -
             elif line.startswith("ready: "):
                 break
             assert time.monotonic() < deadline
-        assert set(tokens) == {"ROLE_CUSTOMER_VIEWER", "ROLE_ACCOUNT_MANAGER", "ROLE_TENANT_ADMIN",
-                               "ROLE_SUPER_ADMIN"}
+        assert set(tokens) == {
+            "ROLE_CUSTOMER_VIEWER",
+            "ROLE_ACCOUNT_MANAGER",
+            "ROLE_TENANT_ADMIN",
+            "ROLE_SUPER_ADMIN",
+        }
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
@@ -121,8 +155,11 @@ def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        resp = httpx.post(f"{url}/graphql", headers={"Authorization": tokens["ROLE_TENANT_ADMIN"]},
-                          json={"query": "{ lifecycleSummary { total } }"})
+        resp = httpx.post(
+            f"{url}/graphql",
+            headers={"Authorization": tokens["ROLE_TENANT_ADMIN"]},
+            json={"query": "{ lifecycleSummary { total } }"},
+        )
         assert resp.json() == {"data": {"lifecycleSummary": {"total": 40}}}
         page = httpx.get(f"{url}/graphql", headers={"Accept": "text/html"})
         assert page.status_code == 200 and "graphiql" in page.text.lower()

@@ -43,7 +43,7 @@ class Event:
 
 def _str(doc: Mapping[str, Any], key: str, where: str = "event") -> str:
     value = doc.get(key)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
         raise EventRejected(f"{where}.{key} must be a non-empty string")
     return value
 
@@ -71,7 +71,9 @@ def _profile(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in TEXT_FIELDS:
         if key in data:
             value = data[key]
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+            if value is not None and (
+                not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value
+            ):
                 raise EventRejected(f"data.{key} must be a string of at most {MAX_TEXT}")
             out[key] = value
     if "name" in out and not (out["name"] or "").strip():
@@ -85,7 +87,9 @@ def _profile(data: Mapping[str, Any]) -> dict[str, Any]:
         out["tier"] = tier
     if "tags" in data:
         tags = data["tags"] or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        if not isinstance(tags, list) or not all(
+            isinstance(t, str) and "\x00" not in t and len(t) <= MAX_TEXT for t in tags
+        ):
             raise EventRejected("data.tags must be a list of strings")
         out["tags"] = list(dict.fromkeys(tags))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +49,7 @@ class Context:
     reads: Reads
     engine: AsyncEngine
     loaders: Loaders
-    _config: StageConfig | None = field(default=None, repr=False)
+    _config: asyncio.Future[StageConfig] | None = field(default=None, repr=False)
 
     @property
     def tenant_id(self) -> str:
@@ -61,13 +63,23 @@ class Context:
         return SqlUnitOfWork(self.engine)
 
     async def stage_config(self) -> StageConfig:
-        """The tenant's configuration, read once per request."""
+        """The tenant's configuration, read once per request.
+
+        Sibling resolvers ask concurrently, so the first ask's future is shared by all.
+        """
         if self._config is None:
-            self._config = await self.reads.stage_config(self.tenant_id)
-        return self._config
+            self._config = asyncio.ensure_future(self.reads.stage_config(self.tenant_id))
+        return await asyncio.shield(self._config)
+
+    def use_config(self, config: StageConfig) -> None:
+        """A configuration this request just saved is the one its later fields see."""
+        future: asyncio.Future[StageConfig] = asyncio.get_running_loop().create_future()
+        future.set_result(config)
+        self._config = future
 
     def forget(self, customer_id: uuid.UUID) -> None:
         """After a write in this request, later reads must see it."""
-        self.loaders.customer.clear(customer_id)
-        self.loaders.metrics.clear(customer_id)
-        self.loaders.history.clear(customer_id)
+        for loader in (self.loaders.customer, self.loaders.metrics, self.loaders.history):
+            # strawberry's clear() raises for keys never loaded
+            with contextlib.suppress(KeyError):
+                loader.clear(customer_id)

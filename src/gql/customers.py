@@ -87,6 +87,9 @@ class LifecycleSummary:
 async def _filter_spec(ctx: Context, f: CustomerFilter | None) -> CustomerFilterSpec:
     if f is None:
         return CustomerFilterSpec()
+    texts = [f.stage, f.tag, f.assigned_to, f.search, *(f.stages or [])]
+    if any(t is not None and "\x00" in t for t in texts):
+        raise bad_input("Filter text must not contain NUL characters")
     stages: tuple[str, ...] | None = None
     if f.stage is not None or f.stages is not None:
         wanted = [f.stage] if f.stage is not None else list(f.stages or [])
@@ -161,7 +164,7 @@ class CustomerQuery:
         order = (order_by or CustomerOrder.CREATED_AT_DESC).value
         spec = await _filter_spec(ctx, filter)
         scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
-        after_keys = _after_keys(order, decode_cursor(after, scope)) if after else None
+        after_keys = _after_keys(order, decode_cursor(after, scope)) if after is not None else None
         rows = list(
             await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys)
         )

@@ -6,19 +6,18 @@ from collections.abc import Callable
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
 
 from .customers import CustomerQuery
-from .errors import should_mask
 from .lifecycle import LifecycleMutation
+from .limits import CodedMaskErrors, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
 
 MAX_DEPTH = 15
@@ -36,22 +35,14 @@ class Mutation(LifecycleMutation, StageConfigMutation):
     pass
 
 
-def _mask() -> MaskErrors:
-    return MaskErrors(
-        should_mask_error=should_mask,
-        error_message="Internal server error",
-    )
-
-
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        # A root field is depth 1 in the contract; the limiter counts it as 0.
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH - 1),
+        lambda: AddValidationRules([depth_limit(MAX_DEPTH)]),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
-        _mask,
+        CodedMaskErrors,
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

@@ -111,5 +111,5 @@ class StageConfigMutation:
             )
         except DomainError as err:
             raise ApiError.from_domain(err) from None
-        ctx._config = saved
+        ctx.use_config(saved)
         return LifecycleStageConfig.of(saved)

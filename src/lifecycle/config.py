@@ -73,7 +73,7 @@ def _names(values: Iterable[Any], what: str) -> list[str]:
     for v in values:
         if not isinstance(v, str) or not v.strip():
             raise bad_input(f"{what}: names must be non-empty strings", Reason.INVALID_CONFIG)
-        if v != v.strip() or len(v) > MAX_NAME:
+        if v != v.strip() or len(v) > MAX_NAME or "\x00" in v:
             raise bad_input(
                 f"{what}: {v!r} has surrounding spaces or is over {MAX_NAME} characters",
                 Reason.INVALID_CONFIG,

@@ -48,6 +48,20 @@ def check_stage_rules(
         raise bad_input(f"Entering {target!r} needs a reason code", Reason.REASON_REQUIRED)
 
 
+MAX_TEXT = 256
+
+
+def check_command(cmd: ChangeStage) -> None:
+    """Text a database cannot store, or of absurd length, is malformed input."""
+    for name, value in (
+        ("stage", cmd.stage),
+        ("reasonCode", cmd.reason_code),
+        ("idempotencyKey", cmd.idempotency_key),
+    ):
+        if value is not None and ("\x00" in value or len(value) > MAX_TEXT):
+            raise bad_input(f"{name} must be at most {MAX_TEXT} characters, without NUL")
+
+
 def _decide(
     cmd: ChangeStage,
     config: StageConfig,
@@ -55,6 +69,7 @@ def _decide(
     stored: dict[str, StoredResult],
     now: datetime,
 ) -> tuple[ChangeResult, Transition | None]:
+    check_command(cmd)
     state = states.get(cmd.customer_id)
     if state is None:
         raise not_found()

@@ -29,12 +29,24 @@ async def test_created_customer_starts_in_the_initial_stage_with_one_system_row(
     ev["source"] = "crm-prod"
     assert await apply(engine, ev) is Outcome.APPLIED
     cid = uuid.UUID(ev["data"]["customer_id"])
-    (c,) = await rows(engine, "SELECT * FROM customers WHERE tenant_id=:t AND id=:c", t=tenant, c=cid)
+    (c,) = await rows(
+        engine, "SELECT * FROM customers WHERE tenant_id=:t AND id=:c", t=tenant, c=cid
+    )
     assert (c.stage, c.version, c.tier, c.source, c.lifecycle_updated_by) == (
-        "Prospect", 1, "ENTERPRISE", "SYSTEM", "crm-prod")
+        "Prospect",
+        1,
+        "ENTERPRISE",
+        "SYSTEM",
+        "crm-prod",
+    )
     (h,) = await rows(engine, "SELECT * FROM lifecycle_history WHERE customer_id=:c", c=cid)
     assert (h.from_stage, h.to_stage, h.source, h.changed_by, h.reason_code) == (
-        None, "Prospect", "SYSTEM", "crm-prod", None)
+        None,
+        "Prospect",
+        "SYSTEM",
+        "crm-prod",
+        None,
+    )
     assert len(await rows(engine, "SELECT 1 FROM outbox WHERE key=:k", k=str(cid))) == 1
 
 
@@ -54,8 +66,14 @@ async def test_updated_changes_only_the_fields_sent_and_moves_updated_at(
 ) -> None:
     cid = await make_customer(name="Old", phone="+1", tags=["a"])
     (before,) = await rows(engine, "SELECT * FROM customers WHERE id=:c", c=cid)
-    await apply(engine, event("customer.updated", tenant, {
-        "customer_id": str(cid), "name": "New", "tags": ["b", "b", "c"], "unknown_field": 1}))
+    await apply(
+        engine,
+        event(
+            "customer.updated",
+            tenant,
+            {"customer_id": str(cid), "name": "New", "tags": ["b", "b", "c"], "unknown_field": 1},
+        ),
+    )
     (after,) = await rows(engine, "SELECT * FROM customers WHERE id=:c", c=cid)
     assert (after.name, after.phone, after.tags) == ("New", "+1", ["b", "c"])
     assert after.updated_at > before.updated_at and after.version == before.version
@@ -65,15 +83,29 @@ async def test_contract_renewed_counts_and_moves_the_stage_by_the_tenant_rule(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     cid = await make_customer()
-    ev = event("contract.renewed", tenant, {"customer_id": str(cid), "contract_id": "K-1",
-                                            "renewed_at": "2025-07-01T10:00:00Z"}, source="billing")
+    ev = event(
+        "contract.renewed",
+        tenant,
+        {"customer_id": str(cid), "contract_id": "K-1", "renewed_at": "2025-07-01T10:00:00Z"},
+        source="billing",
+    )
     assert await apply(engine, ev) is Outcome.APPLIED
     (m,) = await rows(engine, "SELECT * FROM customer_metrics WHERE customer_id=:c", c=cid)
     assert m.contract_renewal_count == 1 and m.last_contract_renewed_at.year == 2025
-    last = (await rows(engine, "SELECT * FROM lifecycle_history WHERE customer_id=:c "
-                       "ORDER BY version DESC LIMIT 1", c=cid))[0]
+    last = (
+        await rows(
+            engine,
+            "SELECT * FROM lifecycle_history WHERE customer_id=:c ORDER BY version DESC LIMIT 1",
+            c=cid,
+        )
+    )[0]
     assert (last.from_stage, last.to_stage, last.source, last.changed_by, last.reason_code) == (
-        "Prospect", "Active", "EVENT_LISTENER", "billing", "contract.renewed")
+        "Prospect",
+        "Active",
+        "EVENT_LISTENER",
+        "billing",
+        "contract.renewed",
+    )
 
 
 async def test_an_event_rule_obeys_the_transition_rules(
@@ -84,15 +116,24 @@ async def test_an_event_rule_obeys_the_transition_rules(
         """mutation { configureLifecycleStages(input: {
              stages: ["Prospect", "Onboarded", "Active"],
              transitions: [{from: "Prospect", to: ["Onboarded"]}],
-             eventRules: [{eventType: "contract.renewed", toStage: "Active"}]}) { version } }""")
+             eventRules: [{eventType: "contract.renewed", toStage: "Active"}]}) { version } }"""
+    )
     assert body["data"]["configureLifecycleStages"]["version"] == 1
     cid = await make_customer()
     # when a renewal arrives, the metric counts but the refused move is skipped
-    await apply(engine, event("contract.renewed", tenant, {
-        "customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-01T10:00:00Z"}))
+    await apply(
+        engine,
+        event(
+            "contract.renewed",
+            tenant,
+            {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-01T10:00:00Z"},
+        ),
+    )
     (c,) = await rows(engine, "SELECT stage, version FROM customers WHERE id=:c", c=cid)
     assert (c.stage, c.version) == ("Prospect", 1)
-    (m,) = await rows(engine, "SELECT contract_renewal_count FROM customer_metrics WHERE customer_id=:c", c=cid)
+    (m,) = await rows(
+        engine, "SELECT contract_renewal_count FROM customer_metrics WHERE customer_id=:c", c=cid
+    )
     assert m.contract_renewal_count == 1
 
 
@@ -101,11 +142,25 @@ async def test_support_issues_count_even_when_close_arrives_before_open(
 ) -> None:
     cid = await make_customer()
     d = {"customer_id": str(cid), "issue_id": "S-1"}
-    await apply(engine, event("support.issue.closed", tenant, d | {"closed_at": "2025-07-02T00:00:00Z"}))
-    await apply(engine, event("support.issue.opened", tenant, d | {"opened_at": "2025-07-01T00:00:00Z",
-                                                                    "priority": "high"}))
-    await apply(engine, event("support.issue.opened", tenant, {"customer_id": str(cid), "issue_id": "S-2",
-                                                                "opened_at": "2025-07-03T00:00:00Z"}))
+    await apply(
+        engine, event("support.issue.closed", tenant, d | {"closed_at": "2025-07-02T00:00:00Z"})
+    )
+    await apply(
+        engine,
+        event(
+            "support.issue.opened",
+            tenant,
+            d | {"opened_at": "2025-07-01T00:00:00Z", "priority": "high"},
+        ),
+    )
+    await apply(
+        engine,
+        event(
+            "support.issue.opened",
+            tenant,
+            {"customer_id": str(cid), "issue_id": "S-2", "opened_at": "2025-07-03T00:00:00Z"},
+        ),
+    )
     (m,) = await rows(engine, "SELECT * FROM customer_metrics WHERE customer_id=:c", c=cid)
     assert (m.open_support_issues, m.closed_support_issues) == (1, 1)
     assert m.last_support_issue_closed_at.day == 2
@@ -135,13 +190,21 @@ async def test_bad_events_are_rejected_with_a_reason_and_write_nothing(
     assert await rows(engine, "SELECT 1 FROM customers WHERE tenant_id=:t", t=tenant) == []
 
 
-@pytest.mark.parametrize("type_", ["customer.updated", "contract.renewed", "support.issue.opened",
-                                   "support.issue.closed"])
+@pytest.mark.parametrize(
+    "type_",
+    ["customer.updated", "contract.renewed", "support.issue.opened", "support.issue.closed"],
+)
 async def test_events_for_an_unknown_customer_are_rejected_and_not_marked(
     engine: AsyncEngine, tenant: str, type_: str
 ) -> None:
-    data = {"customer_id": str(uuid.uuid4()), "contract_id": "K", "renewed_at": "2025-01-01T00:00:00Z",
-            "issue_id": "I", "opened_at": "2025-01-01T00:00:00Z", "closed_at": "2025-01-01T00:00:00Z"}
+    data = {
+        "customer_id": str(uuid.uuid4()),
+        "contract_id": "K",
+        "renewed_at": "2025-01-01T00:00:00Z",
+        "issue_id": "I",
+        "opened_at": "2025-01-01T00:00:00Z",
+        "closed_at": "2025-01-01T00:00:00Z",
+    }
     ev = event(type_, tenant, data)
     with pytest.raises(EventRejected, match="unknown customer"):
         await apply(engine, ev)
@@ -149,7 +212,11 @@ async def test_events_for_an_unknown_customer_are_rejected_and_not_marked(
     assert await rows(engine, "SELECT 1 FROM processed_events WHERE event_id=:i", i=ev["id"]) == []
 
 
-async def test_a_customer_of_another_tenant_is_unknown(engine: AsyncEngine, tenant: str, make_customer) -> None:
+async def test_a_customer_of_another_tenant_is_unknown(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
     cid = await make_customer(tenant_id="someone-else-" + tenant)
     with pytest.raises(EventRejected, match="unknown customer"):
-        await apply(engine, event("customer.updated", tenant, {"customer_id": str(cid), "name": "x"}))
+        await apply(
+            engine, event("customer.updated", tenant, {"customer_id": str(cid), "name": "x"})
+        )

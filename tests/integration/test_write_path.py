@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 from sqlalchemy import text
@@ -18,9 +19,15 @@ def cmd(tenant: str, cid: uuid.UUID, stage: str, **kw: object) -> ChangeStage:
 
 async def history(engine: AsyncEngine, tenant: str, cid: uuid.UUID) -> list:  # type: ignore[type-arg]
     async with engine.connect() as c:
-        return list(await c.execute(text(
-            "SELECT version, from_stage, to_stage, changed_at FROM lifecycle_history "
-            "WHERE tenant_id = :t AND customer_id = :c ORDER BY version"), {"t": tenant, "c": cid}))
+        return list(
+            await c.execute(
+                text(
+                    "SELECT version, from_stage, to_stage, changed_at FROM lifecycle_history "
+                    "WHERE tenant_id = :t AND customer_id = :c ORDER BY version"
+                ),
+                {"t": tenant, "c": cid},
+            )
+        )
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: object) -> object:
@@ -30,7 +37,7 @@ async def scalar(engine: AsyncEngine, sql: str, **params: object) -> object:
 
 def assert_unbroken(rows: list) -> None:  # type: ignore[type-arg]
     assert rows[0].from_stage is None
-    for prev, row in zip(rows, rows[1:]):
+    for prev, row in itertools.pairwise(rows):
         assert row.from_stage == prev.to_stage
         assert row.version == prev.version + 1
         assert row.changed_at >= prev.changed_at
@@ -46,7 +53,9 @@ async def test_50_concurrent_updates_with_one_expected_version_let_exactly_one_w
 
     async def attempt(stage: str) -> object:
         try:
-            return await change_stage(SqlUnitOfWork(engine), cmd(tenant, cid, stage, expected_version=1))
+            return await change_stage(
+                SqlUnitOfWork(engine), cmd(tenant, cid, stage, expected_version=1)
+            )
         except DomainError as err:
             return err
 
@@ -77,8 +86,9 @@ async def test_200_concurrent_unconditional_updates_all_land_in_an_unbroken_chai
     rows = await history(engine, tenant, cid)
     assert len(rows) == 1 + len(moved)
     assert_unbroken(rows)
-    version = await scalar(engine, "SELECT version FROM customers WHERE tenant_id=:t AND id=:c",
-                           t=tenant, c=cid)
+    version = await scalar(
+        engine, "SELECT version FROM customers WHERE tenant_id=:t AND id=:c", t=tenant, c=cid
+    )
     assert version == 1 + len(moved)
     assert len(moved) + len(noops) == 200
 
@@ -87,59 +97,107 @@ async def test_every_change_writes_history_counts_and_an_outbox_row_in_one_trans
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     cids = [await make_customer() for _ in range(3)]
-    out = await change_stages(SqlUnitOfWork(engine), [
-        cmd(tenant, cids[0], "Active"), cmd(tenant, cids[1], "Churned"),  # no reason: refused
-        cmd(tenant, cids[2], "At-Risk", reason_code="Low Engagement"),
-    ])
+    out = await change_stages(
+        SqlUnitOfWork(engine),
+        [
+            cmd(tenant, cids[0], "Active"),
+            cmd(tenant, cids[1], "Churned"),  # no reason: refused
+            cmd(tenant, cids[2], "At-Risk", reason_code="Low Engagement"),
+        ],
+    )
     assert isinstance(out[1], DomainError)
     async with engine.connect() as c:
-        counts = dict((await c.execute(text(
-            "SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant})).all())
-        events = (await c.execute(text(
-            "SELECT key, payload FROM outbox WHERE tenant_id=:t ORDER BY id"), {"t": tenant})).all()
+        counts = dict(
+            (
+                await c.execute(
+                    text("SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant}
+                )
+            ).all()
+        )
+        events = (
+            await c.execute(
+                text("SELECT key, payload FROM outbox WHERE tenant_id=:t ORDER BY id"),
+                {"t": tenant},
+            )
+        ).all()
     assert counts == {"Prospect": 1, "Active": 1, "At-Risk": 1}
     # 3 creations + 2 moves, each one CloudEvent keyed by the customer
     assert len(events) == 5
     moves = [e.payload for e in events if e.payload["data"]["from_stage"] is not None]
     assert {(m["data"]["customer_id"], m["data"]["to_stage"]) for m in moves} == {
-        (str(cids[0]), "Active"), (str(cids[2]), "At-Risk")}
+        (str(cids[0]), "Active"),
+        (str(cids[2]), "At-Risk"),
+    }
     for e in events:
         p = e.payload
         assert p["specversion"] == "1.0" and p["type"] == "audit.lifecycle.updated"
         assert p["tenantid"] == tenant and e.key == p["data"]["customer_id"]
-        assert set(p["data"]) == {"transition_id", "customer_id", "from_stage", "to_stage",
-                                  "changed_at", "changed_by", "reason_code", "source", "version"}
+        assert set(p["data"]) == {
+            "transition_id",
+            "customer_id",
+            "from_stage",
+            "to_stage",
+            "changed_at",
+            "changed_by",
+            "reason_code",
+            "source",
+            "version",
+        }
 
 
-async def test_a_failing_write_leaves_nothing_behind(engine: AsyncEngine, tenant: str, make_customer) -> None:
+async def test_a_failing_write_leaves_nothing_behind(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
     cid = await make_customer()
     before = await scalar(engine, "SELECT count(*) FROM outbox WHERE tenant_id=:t", t=tenant)
     uow = SqlUnitOfWork(engine)
     try:
         async with uow:
             await uow.lifecycle.lock_customers(tenant, [cid])
-            await uow.connection.execute(text(
-                "INSERT INTO outbox (tenant_id, topic, key, payload) VALUES (:t, 'x', 'k', '{}')"),
-                {"t": tenant})
+            await uow.connection.execute(
+                text(
+                    "INSERT INTO outbox (tenant_id, topic, key, payload) "
+                    "VALUES (:t, 'x', 'k', '{}')"
+                ),
+                {"t": tenant},
+            )
             raise RuntimeError("boom before commit")
     except RuntimeError:
         pass
-    assert await scalar(engine, "SELECT count(*) FROM outbox WHERE tenant_id=:t", t=tenant) == before
+    assert (
+        await scalar(engine, "SELECT count(*) FROM outbox WHERE tenant_id=:t", t=tenant) == before
+    )
 
 
-async def test_stage_counts_never_deadlock_on_opposite_moves(engine: AsyncEngine, tenant: str, make_customer) -> None:
+async def test_stage_counts_never_deadlock_on_opposite_moves(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
     a, b = await make_customer(), await make_customer()
     await change_stage(SqlUnitOfWork(engine), cmd(tenant, b, "Active"))
     # a: Prospect -> Active, b: Active -> Prospect, many times at once
     jobs = []
     for i in range(30):
-        jobs.append(change_stage(SqlUnitOfWork(engine), cmd(tenant, a, ["Active", "Prospect"][i % 2])))
-        jobs.append(change_stage(SqlUnitOfWork(engine), cmd(tenant, b, ["Prospect", "Active"][i % 2])))
+        jobs.append(
+            change_stage(SqlUnitOfWork(engine), cmd(tenant, a, ["Active", "Prospect"][i % 2]))
+        )
+        jobs.append(
+            change_stage(SqlUnitOfWork(engine), cmd(tenant, b, ["Prospect", "Active"][i % 2]))
+        )
     await asyncio.wait_for(asyncio.gather(*jobs), timeout=30)
     async with engine.connect() as c:
-        counts = dict((await c.execute(text(
-            "SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant})).all())
-        actual = dict((await c.execute(text(
-            "SELECT stage, count(*) FROM customers WHERE tenant_id=:t GROUP BY stage"),
-            {"t": tenant})).all())
+        counts = dict(
+            (
+                await c.execute(
+                    text("SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant}
+                )
+            ).all()
+        )
+        actual = dict(
+            (
+                await c.execute(
+                    text("SELECT stage, count(*) FROM customers WHERE tenant_id=:t GROUP BY stage"),
+                    {"t": tenant},
+                )
+            ).all()
+        )
     assert {k: v for k, v in counts.items() if v} == actual

@@ -52,8 +52,12 @@ class FakeRepo:
     async def find_idempotent(self, tenant_id: str, actor: str, keys: Sequence[str]):  # type: ignore[no-untyped-def]
         return {k: self.keys[(actor, k)] for k in keys if (actor, k) in self.keys}
 
-    async def record(self, tenant_id: str, transitions: Sequence[Transition],
-                     idempotency: Sequence[IdempotencyRecord]) -> None:
+    async def record(
+        self,
+        tenant_id: str,
+        transitions: Sequence[Transition],
+        idempotency: Sequence[IdempotencyRecord],
+    ) -> None:
         self.pending = (list(transitions), list(idempotency))
 
 
@@ -66,15 +70,21 @@ class FakeUow:
         self.lifecycle.pending = ([], [])
         return self
 
-    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         pass
 
     async def commit(self) -> None:
         transitions, keys = self.lifecycle.pending
         for t in transitions:
             s = self.lifecycle.customers[t.customer_id]
-            s.stage, s.version, s.entered_at, s.updated_at = t.to_stage, t.version, t.changed_at, t.changed_at
+            s.stage, s.version, s.entered_at, s.updated_at = (
+                t.to_stage,
+                t.version,
+                t.changed_at,
+                t.changed_at,
+            )
             self.lifecycle.history.append(t)
         for k in keys:
             self.lifecycle.keys[(k.actor, k.key)] = StoredResult(k.fingerprint, k.result)
@@ -100,7 +110,12 @@ def clock() -> datetime:
 async def test_a_move_writes_one_transition_with_the_next_version(world) -> None:  # type: ignore[no-untyped-def]
     repo, uow, cid = world
     r = await change_stage(uow, cmd(cid, "Active"), clock)
-    assert (r.stage, r.version, r.transition.from_stage, r.transition.version) == ("Active", 2, "Prospect", 2)  # type: ignore[union-attr]
+    assert (r.stage, r.version, r.transition.from_stage, r.transition.version) == (
+        "Active",
+        2,
+        "Prospect",
+        2,
+    )  # type: ignore[union-attr]
     assert r.transition.changed_by == "user-1" and r.transition.source is Source.UI  # type: ignore[union-attr]
     assert len(repo.history) == 1 and uow.commits == 1
 
@@ -144,19 +159,27 @@ async def test_idempotency_key_replays_the_first_result_and_refuses_other_input(
 
 
 async def test_a_failed_attempt_is_not_remembered(world) -> None:  # type: ignore[no-untyped-def]
-    repo, uow, cid = world
+    _repo, uow, cid = world
     with pytest.raises(DomainError):
         await change_stage(uow, cmd(cid, "Churned", idempotency_key="k"), clock)
-    r = await change_stage(uow, cmd(cid, "Churned", idempotency_key="k", reason_code="Price"), clock)
+    r = await change_stage(
+        uow, cmd(cid, "Churned", idempotency_key="k", reason_code="Price"), clock
+    )
     assert r.stage == "Churned" and not r.replayed
 
 
 async def test_bulk_items_succeed_or_fail_on_their_own_in_order(world) -> None:  # type: ignore[no-untyped-def]
     repo, uow, cid = world
-    out = await change_stages(uow, [
-        cmd(cid, "Active"), cmd(cid, "Nope"), cmd(uuid.uuid4(), "Active"),
-        cmd(cid, "At-Risk", reason_code="Low Engagement"),
-    ], clock)
+    out = await change_stages(
+        uow,
+        [
+            cmd(cid, "Active"),
+            cmd(cid, "Nope"),
+            cmd(uuid.uuid4(), "Active"),
+            cmd(cid, "At-Risk", reason_code="Low Engagement"),
+        ],
+        clock,
+    )
     assert isinstance(out[0], ChangeResult) and isinstance(out[3], ChangeResult)
     assert isinstance(out[1], DomainError) and out[1].reason is Reason.INVALID_STAGE
     assert isinstance(out[2], DomainError) and out[2].code.value == "NOT_FOUND"
@@ -172,6 +195,6 @@ async def test_too_many_items(world) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_a_change_never_predates_the_previous_one(world) -> None:  # type: ignore[no-untyped-def]
-    repo, uow, cid = world
+    _repo, uow, cid = world
     r = await change_stage(uow, cmd(cid, "Active"), lambda: T0 - timedelta(days=1))
     assert r.transition.changed_at == T0  # type: ignore[union-attr]

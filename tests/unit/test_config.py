@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from customer360.lifecycle import DEFAULT_CONFIG, DomainError, Reason, build_config, check_stage_rules
+from customer360.lifecycle import (
+    DEFAULT_CONFIG,
+    DomainError,
+    Reason,
+    build_config,
+    check_stage_rules,
+)
 
 B2C = dict(
     stages=["Lead", "Prospect", "Customer", "Churned"],
@@ -28,7 +34,12 @@ def test_default_config_is_the_seed_spec() -> None:
 
 
 def test_without_rules_any_other_stage_is_allowed_and_current_never_listed() -> None:
-    assert DEFAULT_CONFIG.allowed_next_stages("Active") == ["Prospect", "Onboarded", "At-Risk", "Churned"]
+    assert DEFAULT_CONFIG.allowed_next_stages("Active") == [
+        "Prospect",
+        "Onboarded",
+        "At-Risk",
+        "Churned",
+    ]
 
 
 def test_b2c_state_machine_is_expressible() -> None:

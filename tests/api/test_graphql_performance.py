@@ -1,0 +1,53 @@
+"""The customer list does not issue a query per row (no N+1)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import event
+
+LIST = """
+query($first: Int) {
+  customers(first: $first) {
+    edges {
+      node {
+        id
+        lifecycle { stage allowedNextStages }
+        metrics { openSupportIssues daysInStage }
+      }
+    }
+  }
+}
+"""
+
+
+async def statements_for(server: Any, api: Any, first: int) -> list[str]:
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split())[:70])
+
+    sync_engine = server.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        body = await api.gql(LIST, {"first": first})
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert "errors" not in body, body
+    assert len(body["data"]["customers"]["edges"]) == first
+    return statements
+
+
+async def test_customer_list_statement_count_does_not_grow_with_page_size(
+    server, api, make_customer
+):
+    # given 50 customers
+    for _ in range(50):
+        await make_customer()
+    # when pages of 5 and of 50 are read with lifecycle and metrics per row
+    small = await statements_for(server, api, 5)
+    large = await statements_for(server, api, 50)
+    # then both cost the same number of SQL statements
+    assert small
+    assert len(large) == len(small), Counter(large).most_common(3)
