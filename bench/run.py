@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -105,6 +108,50 @@ async def updates(
     return n / (time.perf_counter() - start), times
 
 
+SUMMARY_LUA = """
+wrk.method = "POST"
+wrk.body = '{"query":"{ lifecycleSummary { total stages { stage count } } }"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+"""
+UPDATE_LUA = """
+ids = {%(ids)s}
+n = 0
+request = function()
+  n = n + 1
+  local stage = (math.floor(n / #ids) %% 2 == 0) and "Onboarded" or "Active"
+  local body = '{"query":"mutation($i: UpdateLifecycleStageInput!) { updateLifecycleStage' ..
+    '(input: $i) { success transition { id } } }","variables":{"i":{"customerId":"' ..
+    ids[(n %% #ids) + 1] .. '","stage":"' .. stage .. '"}}}'
+  return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(token)s"}, body)
+end
+response = function(status, headers, body)
+  if status ~= 200 or string.find(body, '"errors"') then errors = (errors or 0) + 1 end
+end
+"""
+
+
+def run_wrk(url: str, script: str, conc: int, seconds: int) -> str:
+    """wrk (C, from Debian's wrk package) keeps the load generator off the server's CPU."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return (
+        f"{float(rate.group(1)) if rate else 0:.0f}/s  p50 {p50.group(1) if p50 else '?'}"
+        f"  p99 {p99.group(1) if p99 else '?'}  non-2xx {non2xx.group(1) if non2xx else 0}"
+    )
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -120,6 +167,7 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--updates", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="c360 serve --workers")
     args = ap.parse_args()
     url, ids = await prepare(args.database, args.customers)
     port = free_port()
@@ -132,7 +180,17 @@ async def main() -> None:
     }
     # The server runs beside this client for the whole benchmark; Popen returns at once.
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "customer360.cli", "serve", "--port", str(port)], env=env
+        [
+            sys.executable,
+            "-m",
+            "customer360.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -165,6 +223,18 @@ async def main() -> None:
                 f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
                 f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
             )
+            if shutil.which("wrk"):
+                gql = f"{base}/graphql"
+                conc = args.concurrency
+                print(
+                    f"wrk, lifecycleSummary, {conc} connections: "
+                    + run_wrk(gql, SUMMARY_LUA % {"token": token}, conc, 10)
+                )
+                id_list = ",".join(f'"{i}"' for i in ids[:5000])
+                print(
+                    f"wrk, updateLifecycleStage, {conc} connections: "
+                    + run_wrk(gql, UPDATE_LUA % {"token": token, "ids": id_list}, conc, 15)
+                )
             rate, times = await updates(client, headers, ids, args.updates, args.concurrency)
             print(
                 f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "

@@ -19,6 +19,7 @@ from .principal import AuthError, Principal, permissions_for
 ASYMMETRIC = ["RS256", "ES256"]
 MAX_TOKEN_BYTES = 8192
 JWKS_REFRESH_COOLDOWN = 60.0
+VERIFIED_CACHE = 4096
 
 
 class JwksCache:
@@ -52,6 +53,7 @@ class TokenVerifier:
             sub={"essential": True},
             tenant_id={"essential": True},
         )
+        self._verified: dict[str, Principal] = {}
         self.jwks: JwksCache | None = None
         self.static_keys: KeySet | None = None
         self.hmac: OctKey | None = None
@@ -68,6 +70,19 @@ class TokenVerifier:
         return bool(self.jwks or self.static_keys or self.hmac)
 
     async def verify(self, token: str) -> Principal:
+        """The token's principal; a token verified before is not re-checked until it expires."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at + self.leeway >= time.time():
+                return cached
+            del self._verified[token]
+        principal = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = principal
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError(401, "Token too large")
         try:

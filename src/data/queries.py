@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,16 +88,36 @@ class CustomerFilterSpec:
 
 
 class Reads:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    """Single-statement reads in autocommit: no BEGIN/ROLLBACK round trips around them.
+
+    The tenant's stage configuration is kept for `config_ttl` seconds per process (a saved
+    configuration reaches other processes within that time; `forget_config` makes this
+    process see its own save at once).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, config_ttl: float = 1.0) -> None:
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.config_ttl = config_ttl
+        self._configs: dict[str, tuple[float, StageConfig]] = {}
 
     async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
         async with self.engine.connect() as conn:
             return (await conn.execute(text(sql), params)).all()
 
     async def stage_config(self, tenant_id: str) -> StageConfig:
+        now = time.monotonic()
+        hit = self._configs.get(tenant_id)
+        if hit is not None and now - hit[0] < self.config_ttl:
+            return hit[1]
         async with self.engine.connect() as conn:
-            return await load_stage_config(conn, tenant_id)
+            config = await load_stage_config(conn, tenant_id)
+        if len(self._configs) > 10_000:
+            self._configs.clear()
+        self._configs[tenant_id] = (now, config)
+        return config
+
+    def forget_config(self, tenant_id: str) -> None:
+        self._configs.pop(tenant_id, None)
 
     async def customers_by_id(
         self, tenant_id: str, ids: Sequence[uuid.UUID]

@@ -47,10 +47,18 @@ class UpdateLifecycleStageInput:
 class UpdateLifecycleStagePayload:
     success: bool
     updated_at: datetime
-    customer: Customer
     transition: LifecycleTransition | None = strawberry.field(
         description="Null when the customer was already in that stage."
     )
+    _customer_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field
+    async def customer(self, info: Info[Context, None]) -> Customer:
+        # Read only when asked for, and after the write: never the state before it.
+        row = await info.context.loaders.customer.load(self._customer_id)
+        if row is None:  # erased between the write and this read
+            raise ApiError(Code.NOT_FOUND, "No such customer")
+        return Customer(_row=row)
 
 
 @strawberry.type
@@ -96,18 +104,14 @@ def _command(ctx: Context, item: UpdateLifecycleStageInput, cid: uuid.UUID) -> C
     )
 
 
-async def _payload(ctx: Context, result: ChangeResult) -> UpdateLifecycleStagePayload:
+def _payload(ctx: Context, result: ChangeResult) -> UpdateLifecycleStagePayload:
     ctx.forget(result.customer_id)
-    row = await ctx.loaders.customer.load(result.customer_id)
-    if row is None:  # erased between the write and this read
-        raise ApiError(Code.NOT_FOUND, "No such customer")
+    t = result.transition
     return UpdateLifecycleStagePayload(
         success=True,
         updated_at=result.updated_at,
-        customer=Customer(_row=row),
-        transition=LifecycleTransition.from_domain(result.transition)
-        if result.transition
-        else None,
+        transition=LifecycleTransition.from_domain(t) if t else None,
+        _customer_id=result.customer_id,
     )
 
 
@@ -127,7 +131,7 @@ class LifecycleMutation:
             result = await change_stage(ctx.uow(), cmd)
         except DomainError as err:
             raise ApiError.from_domain(err) from None
-        return await _payload(ctx, result)
+        return _payload(ctx, result)
 
     @strawberry.mutation(
         description="Needs UPDATE_LIFECYCLE. Up to 1000 changes in one call; each succeeds or "

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import strawberry
+from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
-    DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -36,14 +36,19 @@ class Mutation(LifecycleMutation, StageConfigMutation):
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    # The rule classes are made once: the validation cache is keyed by them, so new classes
+    # per request would make every request a cache miss.
+    rules: list[type[ASTValidationRule]] = [
+        depth_limit(MAX_DEPTH),
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    ]
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: AddValidationRules([depth_limit(MAX_DEPTH)]),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         CodedMaskErrors,
     ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
     return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)

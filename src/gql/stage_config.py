@@ -111,5 +111,6 @@ class StageConfigMutation:
             )
         except DomainError as err:
             raise ApiError.from_domain(err) from None
+        ctx.reads.forget_config(ctx.tenant_id)
         ctx.use_config(saved)
         return LifecycleStageConfig.of(saved)
