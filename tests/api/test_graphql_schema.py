@@ -9,7 +9,8 @@ import graphql
 from customer360.gql.schema import build_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACT = Path("/work/shared/contract/schema.graphql")
+# The public contract sits beside the repository (../shared), in CI as on every machine.
+CONTRACT = ROOT.parent / "shared" / "contract" / "schema.graphql"
 
 # Subscriptions arrive with a later issue; until then exactly these may be missing.
 ALLOWED_BREAKS = {
