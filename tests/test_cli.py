@@ -169,3 +169,63 @@ def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -
     # everything it started is gone: nothing keeps the embedded data folder's server running
     pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
     assert not pid_file.exists()
+
+
+async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    # given an empty database
+    name = f"c360_cli_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        env = clean_env(C360_DATABASE_URL=url)
+        # when it is migrated and seeded through the CLI
+        assert run(["migrate"], env).returncode == 0
+        out = run(["seed", "--tenant", "demo-x", "--customers", "300"], env)
+        assert out.returncode == 0, out.stderr
+        assert "seeded 300 customers" in out.stderr
+        # then counts, versions and history chains agree
+        engine = create_async_engine(url)
+        async with engine.connect() as c:
+            counts = dict(
+                (
+                    await c.execute(
+                        text("SELECT stage, count FROM stage_counts WHERE tenant_id='demo-x'")
+                    )
+                ).all()
+            )
+            actual = dict(
+                (
+                    await c.execute(
+                        text(
+                            "SELECT stage, count(*) FROM customers "
+                            "WHERE tenant_id='demo-x' GROUP BY stage"
+                        )
+                    )
+                ).all()
+            )
+            broken = (
+                await c.execute(
+                    text(
+                        """SELECT count(*) FROM customers c WHERE c.tenant_id='demo-x' AND (
+                     c.version <> (SELECT count(*) FROM lifecycle_history h
+                                   WHERE h.customer_id = c.id)
+                     OR c.stage <> (SELECT to_stage FROM lifecycle_history h
+                                    WHERE h.customer_id = c.id ORDER BY version DESC LIMIT 1)
+                     OR EXISTS (SELECT 1 FROM lifecycle_history a JOIN lifecycle_history b
+                                ON a.customer_id = b.customer_id AND b.version = a.version + 1
+                                WHERE a.customer_id = c.id AND b.from_stage <> a.to_stage))"""
+                    )
+                )
+            ).scalar()
+        await engine.dispose()
+        assert counts == actual and sum(counts.values()) == 300
+        assert broken == 0
+    finally:
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
