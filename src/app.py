@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +23,8 @@ from customer360 import rest
 from customer360.auth.tokens import TokenVerifier
 from customer360.data.db import make_engine
 from customer360.data.queries import Reads
+from customer360.events.hub import Hub
+from customer360.events.runtime import KafkaLink, background
 from customer360.gql.schema import build_schema
 from customer360.gql.view import STATIC, GraphQLApp
 from customer360.observability import REGISTRY, MetricsMiddleware, get_logger
@@ -40,6 +42,8 @@ class Services:
     redis: aioredis.Redis
     verifier: TokenVerifier
     reads: Reads
+    hub: Hub
+    kafka: KafkaLink | None
 
 
 class BodyLimit:
@@ -99,10 +103,19 @@ async def _check(coro: object) -> str:
     return "ok"
 
 
+async def _off() -> str:
+    return "off"
+
+
 async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
-    pg, rd = await asyncio.gather(_check(services.reads.ping()), _check(services.redis.ping()))
-    checks = {"postgres": pg, "redis": rd, "kafka": "off"}
+    kafka = services.kafka
+    pg, rd, kf = await asyncio.gather(
+        _check(services.reads.ping()),
+        _check(services.redis.ping()),
+        _check(kafka.check()) if kafka is not None else _off(),
+    )
+    checks = {"postgres": pg, "redis": rd, "kafka": kf}
     ready = all(v in ("ok", "off") for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
@@ -142,8 +155,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("C360_DATABASE_URL and C360_REDIS_URL must be set (c360 dev sets them)")
     graphql = GraphQLApp(
-        build_schema(introspection=settings.introspection_enabled),
+        build_schema(
+            introspection=settings.introspection_enabled,
+            suggestions=settings.suggestions_enabled,
+        ),
         graphiql=settings.graphiql_enabled,
+        ws_legacy=settings.ws_legacy,
+        allowed_origins=settings.allowed_origins,
     )
 
     @contextlib.asynccontextmanager
@@ -155,12 +173,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_overflow=settings.db_max_overflow,
         )
         redis = aioredis.Redis.from_url(settings.redis_url)
-        app.state.services = Services(
-            settings, engine, redis, TokenVerifier(settings), Reads(engine)
-        )
-        log.info("started", env=settings.env)
         try:
-            yield
+            async with background(settings, engine, redis) as (hub, kafka):
+                app.state.services = Services(
+                    settings, engine, redis, TokenVerifier(settings), Reads(engine), hub, kafka
+                )
+                log.info("started", env=settings.env, kafka=kafka is not None)
+                yield
         finally:
             await redis.aclose()
             await engine.dispose()
@@ -173,6 +192,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/graphiql-static", StaticFiles(directory=STATIC)),
         *rest.routes,
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
     ]
     return Starlette(
         routes=routes,

@@ -78,11 +78,16 @@ def token(
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from customer360.data.migrate import upgrade
+    from customer360.data.migrate import grant_application_role, upgrade
 
     s = _settings()
-    upgrade(_need(s.migration_database_url or s.database_url, "C360_DATABASE_URL"))
+    owner = _need(s.migration_database_url or s.database_url, "C360_DATABASE_URL")
+    upgrade(owner)
     err.print("schema is up to date")
+    if s.database_url:
+        role = grant_application_role(owner, s.database_url)
+        if role:
+            err.print(f"granted table access to role {role}")
 
 
 def _run_seed(url: str, tenant: str, customers: int) -> int:
@@ -126,13 +131,15 @@ def ingest(
     file: Annotated[str, typer.Argument(help="JSON-lines file of CloudEvents, or -")] = "-",
 ) -> None:
     """Apply CloudEvents through the handlers the Kafka consumers use."""
+    from sqlalchemy.exc import DataError, IntegrityError
+
     from customer360.data.db import make_engine
     from customer360.data.uow import SqlUnitOfWork
     from customer360.events.handlers import EventRejected, Outcome, handle_event
 
     s = _settings()
     url = _need(s.database_url, "C360_DATABASE_URL")
-    stream = sys.stdin if file == "-" else Path(file).open(encoding="utf-8")
+    stream = sys.stdin.buffer if file == "-" else Path(file).open("rb")
     tally = {"applied": 0, "duplicate": 0, "rejected": 0}
 
     async def go() -> None:
@@ -148,6 +155,9 @@ def ingest(
                     reason = f"not JSON: {exc}"
                 except EventRejected as exc:
                     reason = str(exc)
+                except (DataError, IntegrityError) as exc:
+                    # the database refused this event's values; its transaction rolled back
+                    reason = f"not storable: {type(exc.orig).__name__}"
                 else:
                     tally["applied" if outcome is Outcome.APPLIED else "duplicate"] += 1
                     continue
@@ -155,7 +165,7 @@ def ingest(
                 print(f"line {n}: {reason}", file=sys.stderr)
         finally:
             await engine.dispose()
-            if stream is not sys.stdin:
+            if stream is not sys.stdin.buffer:
                 stream.close()
 
     asyncio.run(go())
@@ -221,10 +231,19 @@ def dev(
     configure_logging(s.log_level)
     secret = _dev_secret(s)
     os.environ["C360_JWT_SECRET"] = secret
-    with dev_backends(s.data_dir.resolve(), s.database_url, s.redis_url) as (db, rd):
+    with dev_backends(s.data_dir.resolve(), s.database_url, s.redis_url, s.kafka_bootstrap) as (
+        db,
+        rd,
+        kafka,
+    ):
         upgrade(s.migration_database_url or db)
         settings = s.model_copy(
-            update={"database_url": db, "redis_url": rd, "jwt_secret": s.jwt_secret or secret}
+            update={
+                "database_url": db,
+                "redis_url": rd,
+                "kafka_bootstrap": kafka,
+                "jwt_secret": s.jwt_secret or secret,
+            }
         )
         settings = Settings.model_validate(settings.model_dump())
 

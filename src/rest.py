@@ -16,6 +16,7 @@ from customer360.auth.principal import AuthError, Permission, Principal, act_in_
 from customer360.data.cloudevents import iso
 from customer360.data.uow import SqlUnitOfWork
 from customer360.lifecycle import ChangeStage, Code, DomainError, Reason, Source, change_stage
+from customer360.lifecycle.service import MAX_TEXT
 
 STATUS = {
     Code.BAD_USER_INPUT: 400,
@@ -86,8 +87,14 @@ def _body(raw: bytes) -> dict[str, Any]:
         raise _fail(400, Code.BAD_USER_INPUT, "stage must be a non-empty string")
     for key in ("stage", "updated_by", "reason_code"):
         value = body.get(key)
-        if value is not None and (not isinstance(value, str) or "\x00" in value):
-            raise _fail(400, Code.BAD_USER_INPUT, f"{key} must be a string without NUL")
+        if value is not None and (
+            not isinstance(value, str) or "\x00" in value or len(value) > MAX_TEXT
+        ):
+            raise _fail(
+                400,
+                Code.BAD_USER_INPUT,
+                f"{key} must be a string of at most {MAX_TEXT} characters, without NUL",
+            )
     ev = body.get("expected_version")
     if ev is not None and (isinstance(ev, bool) or not isinstance(ev, int) or ev < 0):
         raise _fail(400, Code.BAD_USER_INPUT, "expected_version must be a non-negative integer")

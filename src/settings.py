@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = None
     introspection: bool | None = None
+    suggestions: bool | None = None
 
     data_dir: Path = Path(".c360")
     db_pool_size: int = 10
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def introspection_enabled(self) -> bool:
         return self.introspection if self.introspection is not None else not self.production
+
+    @property
+    def suggestions_enabled(self) -> bool:
+        return self.suggestions if self.suggestions is not None else not self.production
 
     @property
     def hs256_secret(self) -> str | None:

@@ -229,3 +229,59 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
         async with admin.connect() as c:
             await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+def test_ingest_rejects_undecodable_and_oversized_lines_and_goes_on(
+    database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    big = created_event(tenant)
+    big["id"] = "y" * 20_000
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(
+        b"\xff\xfe not utf-8\n"
+        + json.dumps(big).encode()
+        + b"\n"
+        + json.dumps(created_event(tenant)).encode()
+        + b"\n"
+    )
+    out = run(["ingest", str(f)], clean_env(C360_DATABASE_URL=database_url))
+    assert out.returncode == 2, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "applied=1 duplicate=0 rejected=2"
+    assert [ln.split(":")[0] for ln in out.stderr.strip().splitlines()] == ["line 1", "line 2"]
+
+
+async def test_migrate_grants_the_application_role(pg_server_url: str) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name, role = f"c360_grant_{uuid.uuid4().hex[:8]}", f"c360_app_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+        await c.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+    owner = make_url(pg_server_url).set(database=name)
+    app_url = owner.set(username=role).render_as_string(hide_password=False)
+    try:
+        out = run(
+            ["migrate"],
+            clean_env(
+                C360_MIGRATION_DATABASE_URL=owner.render_as_string(hide_password=False),
+                C360_DATABASE_URL=app_url,
+            ),
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"granted table access to role {role}" in out.stderr
+        as_app = create_async_engine(app_url)
+        async with as_app.begin() as c:
+            await c.execute(
+                text(
+                    "INSERT INTO outbox (tenant_id, topic, key, payload) VALUES ('t','x','k','{}')"
+                )
+            )
+            assert (await c.execute(text("SELECT count(*) FROM outbox"))).scalar() == 1
+        await as_app.dispose()
+    finally:
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        await admin.dispose()

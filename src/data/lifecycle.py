@@ -42,9 +42,17 @@ _LOCK = text(
     "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
     "ORDER BY id FOR UPDATE"
 )
+# Requests with the same key serialise on it (even for different customers), so the second
+# sees the first's record; locks are taken in one sorted order.
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended("
+    "'idem:' || :t || ':' || :s || ':' || k, 0) AS h FROM unnest(CAST(:keys AS text[])) k) x "
+    "ORDER BY h"
+)
 _FIND_KEYS = text(
     "SELECT key, fingerprint, result FROM idempotency_keys "
-    "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) AND created_at > :since"
+    "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
+    "AND created_at > now() - interval '24 hours'"
 )
 # One statement, one round trip: history, current status, stage counts, outbox, keys.
 _RECORD = text(
@@ -64,6 +72,7 @@ hist AS (
   SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
          reason_code, source, config_version
   FROM t ORDER BY customer_id, version
+  RETURNING id, seq
 ),
 latest AS (
   SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC
@@ -88,8 +97,9 @@ counts AS (
   ON CONFLICT (tenant_id, stage) DO UPDATE SET count = stage_counts.count + EXCLUDED.count
 ),
 box AS (
-  INSERT INTO outbox (tenant_id, topic, key, payload)
-  SELECT :t, :topic, customer_id::text, event FROM t ORDER BY customer_id, version
+  INSERT INTO outbox (tenant_id, topic, key, payload, history_seq)
+  SELECT :t, :topic, t.customer_id::text, t.event, hist.seq
+  FROM t JOIN hist ON hist.id = t.id ORDER BY hist.seq
 ),
 keys AS (
   INSERT INTO idempotency_keys (tenant_id, subject, key, fingerprint, result)
@@ -101,7 +111,8 @@ keys AS (
     SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, created_at = now()
     WHERE idempotency_keys.created_at <= now() - interval '24 hours'
 )
-SELECT 1
+-- Wakes the outbox relays at commit (NOTIFY is transactional).
+SELECT pg_notify('c360_outbox', '') WHERE EXISTS (SELECT 1 FROM t)
 """
 )
 
@@ -213,10 +224,9 @@ class SqlLifecycleRepository:
     async def find_idempotent(
         self, tenant_id: str, actor: str, keys: Sequence[str]
     ) -> dict[str, StoredResult]:
-        since = datetime.now().astimezone() - IDEMPOTENCY_TTL
-        rows = await self.conn.execute(
-            _FIND_KEYS, {"t": tenant_id, "s": actor, "keys": list(keys), "since": since}
-        )
+        params = {"t": tenant_id, "s": actor, "keys": list(keys)}
+        await self.conn.execute(_LOCK_KEYS, params)
+        rows = await self.conn.execute(_FIND_KEYS, params)
         return {r.key: StoredResult(r.fingerprint, result_from_json(r.result)) for r in rows}
 
     async def record(

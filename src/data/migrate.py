@@ -7,6 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,6 +23,33 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at `url` up to `revision`. Blocking: call from a thread in async code."""
     command.upgrade(alembic_config(url), revision)
+
+
+def grant_application_role(owner_url: str, app_url: str) -> str | None:
+    """Give the application's role (the user of C360_DATABASE_URL) what it needs on the
+    owner's tables. Returns that role, or None when the application connects as the owner.
+    Blocking, like `upgrade`."""
+    owner, app = make_url(owner_url), make_url(app_url)
+    if not app.username or app.username == owner.username:
+        return None
+    role = app.username.replace('"', '""')
+    statements = (
+        f'GRANT USAGE ON SCHEMA public TO "{role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+    )
+
+    async def run() -> None:
+        engine = create_async_engine(owner)
+        try:
+            async with engine.begin() as conn:
+                for sql in statements:
+                    await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return app.username
 
 
 async def upgrade_async(url: str) -> None:

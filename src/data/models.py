@@ -203,5 +203,8 @@ outbox = Table(
     Column("payload", JSONB, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
     Column("published_at", TS),
+    Column("redis_published_at", TS),
+    Column("history_seq", BigInteger),
     Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+    Index("ix_outbox_redis_pending", "id", postgresql_where=text("redis_published_at IS NULL")),
 )

@@ -213,5 +213,28 @@ class Reads:
         )
         return rows[0].to_stage if rows else None
 
+    async def history_since(
+        self,
+        tenant_id: str,
+        after_seq: int,
+        customer_id: uuid.UUID | None,
+        stage: str | None,
+        limit: int = 500,
+    ) -> Sequence[Row[Any]]:
+        """Committed changes after a position, oldest first, for subscribers catching up."""
+        params: dict[str, Any] = {"t": tenant_id, "s": after_seq, "limit": limit}
+        cond = ""
+        if customer_id is not None:
+            cond += " AND customer_id = :c"
+            params["c"] = customer_id
+        if stage is not None:
+            cond += " AND (to_stage = :stage OR from_stage = :stage)"
+            params["stage"] = stage
+        return await self._all(
+            f"SELECT {HISTORY_COLUMNS}, seq FROM lifecycle_history "  # noqa: S608
+            f"WHERE tenant_id = :t AND seq > :s{cond} ORDER BY seq LIMIT :limit",
+            params,
+        )
+
     async def ping(self) -> None:
         await self._all("SELECT 1", {})

@@ -89,7 +89,7 @@ async def seed(
         hist_rows: list[tuple[Any, ...]] = []
         metric_rows: list[tuple[Any, ...]] = []
         for _ in range(n):
-            cid = uuid.UUID(int=rnd.getrandbits(128), version=4)
+            cid = uuid.uuid4()  # fresh ids: a second run adds customers, never collides
             created = now - timedelta(days=rnd.uniform(1, 720))
             path = _journey(config, rnd)
             span = (now - created).total_seconds()

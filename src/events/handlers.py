@@ -41,19 +41,29 @@ class Event:
     data: dict[str, Any]
 
 
+MAX_ATTRIBUTE = 256
+
+
 def _str(doc: Mapping[str, Any], key: str, where: str = "event") -> str:
     value = doc.get(key)
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise EventRejected(f"{where}.{key} must be a non-empty string")
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or "\x00" in value
+        or len(value) > MAX_ATTRIBUTE
+    ):
+        raise EventRejected(
+            f"{where}.{key} must be a non-empty string of at most {MAX_ATTRIBUTE} characters"
+        )
     return value
 
 
-def _time(doc: Mapping[str, Any], key: str) -> datetime:
-    raw = _str(doc, key, "data")
+def _time(doc: Mapping[str, Any], key: str, where: str = "data") -> datetime:
+    raw = _str(doc, key, where)
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
-        raise EventRejected(f"data.{key} is not an ISO 8601 time: {raw[:40]!r}") from None
+        raise EventRejected(f"{where}.{key} is not an ISO 8601 time: {raw[:40]!r}") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
@@ -103,6 +113,7 @@ def parse_event(event: Any) -> Event:
         raise EventRejected("specversion must be '1.0'")
     source, event_id, type_ = _str(event, "source"), _str(event, "id"), _str(event, "type")
     tenant = _str(event, "tenantid")
+    _time(event, "time", "event")
     if type_ not in HANDLERS:
         raise EventRejected(f"unsupported event type {type_!r}")
     data = event.get("data")
@@ -116,6 +127,8 @@ async def handle_event(
 ) -> Outcome:
     ev = parse_event(event)
     async with uow:
+        # The configuration lock first, as on every write path, before any customer row.
+        await uow.lifecycle.stage_config(ev.tenant, for_write=True)
         if not await uow.customers.mark_processed(ev.source, ev.id, ev.tenant, ev.type):
             return Outcome.DUPLICATE
         await HANDLERS[ev.type](uow, ev, clock())
@@ -147,7 +160,10 @@ async def _created(uow: SqlUnitOfWork, ev: Event, now: datetime) -> None:
         raise EventRejected("data.name is required to create a customer")
     config = await uow.lifecycle.stage_config(ev.tenant, for_write=True)
     first = start_lifecycle(config, ev.tenant, ev.customer_id, ev.source, now)
-    await uow.customers.insert(ev.tenant, first, profile)
+    if not await uow.customers.insert(ev.tenant, first, profile):
+        # created meanwhile by a concurrent event for the same customer: refresh instead
+        await uow.customers.update_profile(ev.tenant, ev.customer_id, profile, now)
+        return
     await uow.lifecycle.record(ev.tenant, [first], [])
 
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from customer360.auth.principal import Permission, Principal
 from customer360.data.queries import Reads
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import StageConfig
+from customer360.events.hub import Hub
+from customer360.lifecycle import Code, StageConfig
 
-from .errors import forbidden
+from .errors import ApiError, forbidden
 
 
 @dataclass
@@ -45,11 +48,48 @@ def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
 
 @dataclass
 class Context:
-    principal: Principal
+    """What resolvers see. Over HTTP one per request; over a WebSocket one per connection,
+    its principal set at `connection_init` and its caches renewed for every operation."""
+
     reads: Reads
     engine: AsyncEngine
     loaders: Loaders
+    hub: Hub | None = None
+    websocket: WebSocket | None = None
+    _principal: Principal | None = None
+    connection_params: dict[str, Any] | None = None
     _config: asyncio.Future[StageConfig] | None = field(default=None, repr=False)
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:
+            raise ApiError(Code.UNAUTHENTICATED, "Not authenticated")
+        return self._principal
+
+    def authenticate(self, principal: Principal) -> None:
+        self._principal = principal
+        self.renew()
+
+    def renew(self) -> None:
+        """Fresh DataLoaders and configuration: a long-lived socket must not serve old rows."""
+        if self._principal is not None:
+            self.loaders = make_loaders(self.reads, self._principal.tenant_id)
+        self._config = None
+
+    @property
+    def live(self) -> Hub:
+        if self.hub is None:
+            raise ApiError(Code.INTERNAL_SERVER_ERROR, "Live updates are not running")
+        return self.hub
+
+    def check_not_expired(self) -> None:
+        if self._principal is not None and self._principal.expires_at + 30 < time.time():
+            raise ApiError(Code.UNAUTHENTICATED, "Token expired")
+
+    async def close_socket(self, code: int, reason: str) -> None:
+        if self.websocket is not None:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code=code, reason=reason)
 
     @property
     def tenant_id(self) -> str:

@@ -119,9 +119,9 @@ def _sort_keys(order: str, row: Any) -> list[Any]:
 def _after_keys(order: str, keys: list[Any]) -> tuple[Any, ...]:
     try:
         first, ident = keys
-        value: Any = first if order == "NAME_ASC" else datetime.fromisoformat(first)
-        if not isinstance(value, str | datetime):
+        if not isinstance(first, str) or not isinstance(ident, str):
             raise TypeError
+        value: Any = first if order == "NAME_ASC" else datetime.fromisoformat(first)
         return (value, uuid.UUID(ident))
     except (ValueError, TypeError):
         raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR) from None

@@ -20,6 +20,7 @@ from customer360.lifecycle import (
     change_stage,
     change_stages,
 )
+from customer360.lifecycle.service import check_command
 
 from .context import Context
 from .errors import ApiError, bad_input
@@ -92,7 +93,7 @@ def _command(ctx: Context, item: UpdateLifecycleStageInput, cid: uuid.UUID) -> C
     key = item.idempotency_key
     if key is not None and not (0 < len(key) <= MAX_KEY):
         raise bad_input(f"idempotencyKey must be 1 to {MAX_KEY} characters")
-    return ChangeStage(
+    command = ChangeStage(
         tenant_id=ctx.tenant_id,
         customer_id=cid,
         stage=item.stage,
@@ -102,6 +103,11 @@ def _command(ctx: Context, item: UpdateLifecycleStageInput, cid: uuid.UUID) -> C
         expected_version=item.expected_version,
         idempotency_key=key,
     )
+    try:
+        check_command(command)
+    except DomainError as err:
+        raise ApiError.from_domain(err) from None
+    return command
 
 
 def _payload(ctx: Context, result: ChangeResult) -> UpdateLifecycleStagePayload:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
@@ -14,7 +16,7 @@ from graphql import (
     SelectionSetNode,
     ValidationRule,
 )
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, SchemaExtension
 
 from .errors import should_mask
 
@@ -67,6 +69,19 @@ def _depth(
                 )
             best = max(best, memo[name])
     return best
+
+
+_SUGGESTION = re.compile(r" Did you mean .*\?$")
+
+
+class HideSuggestions(SchemaExtension):
+    """Drops graphql-core's "Did you mean ...?" hints, which spell out the schema even when
+    introspection is off (production)."""
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            error.message = _SUGGESTION.sub("", error.message)
 
 
 class CodedMaskErrors(MaskErrors):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import strawberry
 from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
@@ -15,10 +15,12 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from .context import Context
 from .customers import CustomerQuery
 from .lifecycle import LifecycleMutation
-from .limits import CodedMaskErrors, depth_limit
+from .limits import CodedMaskErrors, HideSuggestions, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
+from .subscriptions import Subscription
 
 MAX_DEPTH = 15
 MAX_ALIASES = 15
@@ -35,7 +37,17 @@ class Mutation(LifecycleMutation, StageConfigMutation):
     pass
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+class RenewSocketState(SchemaExtension):
+    """A WebSocket keeps one context; each operation on it starts with fresh caches."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context) and context.websocket is not None:
+            context.renew()
+        yield
+
+
+def build_schema(*, introspection: bool = True, suggestions: bool = True) -> strawberry.Schema:
     # The rule classes are made once: the validation cache is keyed by them, so new classes
     # per request would make every request a cache miss.
     rules: list[type[ASTValidationRule]] = [
@@ -50,5 +62,10 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         CodedMaskErrors,
+        RenewSocketState,
     ]
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+    if not suggestions:
+        extensions.append(HideSuggestions)
+    return strawberry.Schema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )

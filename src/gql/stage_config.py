@@ -8,7 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from customer360.auth.principal import Permission
-from customer360.lifecycle import DomainError, StageConfig, build_config, configure_stages
+from customer360.lifecycle import ConfigProposal, DomainError, StageConfig, configure_stages
 
 from .context import Context
 from .errors import ApiError
@@ -97,17 +97,17 @@ class StageConfigMutation:
         self, info: Info[Context, None], input: LifecycleStageConfigInput
     ) -> LifecycleStageConfig:
         ctx = info.context
+        ctx.require(Permission.CONFIGURE_STAGES)
+        proposal = ConfigProposal(
+            input.stages,
+            input.required_reason_codes or [],
+            [(t.from_, t.to) for t in input.transitions or []],
+            input.initial_stage,
+            [(r.event_type, r.to_stage) for r in input.event_rules or []],
+        )
         try:
-            proposed = build_config(
-                input.stages,
-                input.required_reason_codes or [],
-                [(t.from_, t.to) for t in input.transitions or []],
-                input.initial_stage,
-                [(r.event_type, r.to_stage) for r in input.event_rules or []],
-            )
-            ctx.require(Permission.CONFIGURE_STAGES)
             saved = await configure_stages(
-                ctx.uow(), ctx.tenant_id, ctx.principal.subject, proposed, input.expected_version
+                ctx.uow(), ctx.tenant_id, ctx.principal.subject, proposal, input.expected_version
             )
         except DomainError as err:
             raise ApiError.from_domain(err) from None

@@ -253,7 +253,7 @@ class Customer:
         before = None
         if after is not None:
             keys = decode_cursor(after, scope)
-            if len(keys) != 1 or not isinstance(keys[0], int):
+            if len(keys) != 1 or not isinstance(keys[0], int) or not 0 < keys[0] < 2**31:
                 raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR)
             before = keys[0]
         rows = list(await ctx.reads.history_page(ctx.tenant_id, cid, limit + 1, before))

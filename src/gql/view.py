@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +13,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError
@@ -96,17 +102,48 @@ class GraphQLResponseSend:
         await self.send({"type": "http.response.body", "body": body})
 
 
+_WATCHDOGS: set[asyncio.Task[None]] = set()
+
+
+async def _close_at_expiry(context: Context, expires_at: int) -> None:
+    websocket = context.websocket
+    assert websocket is not None
+    while websocket.client_state is not WebSocketState.DISCONNECTED:
+        left = expires_at - time.time()
+        if left <= 0:
+            await context.close_socket(4403, "Token expired")
+            return
+        # Wake at least every 30 s so a closed socket releases this task soon.
+        await asyncio.sleep(min(left, 30.0))
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """strawberry's ASGI view, answering refused tokens before any execution."""
 
-    def __init__(self, schema: BaseSchema, *, graphiql: bool = True) -> None:
-        super().__init__(schema, graphql_ide=None, subscription_protocols=())
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        graphiql: bool = True,
+        ws_legacy: bool = False,
+        allowed_origins: Sequence[str] = (),
+    ) -> None:
+        protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
+        if ws_legacy:
+            protocols.append(GRAPHQL_WS_PROTOCOL)
+        super().__init__(
+            schema,
+            graphql_ide=None,
+            subscription_protocols=protocols,
+            connection_init_wait_timeout=timedelta(seconds=10),
+            # Besides same-origin pages and non-browser clients (strawberry allows both).
+            allowed_origins=allowed_origins,
+        )
         self.graphiql = graphiql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            # Subscriptions arrive with the real-time work; until then the socket is refused.
-            await WebSocket(scope, receive, send).close(code=4403)
+            await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
         if wants_html(request):
@@ -132,13 +169,48 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services = request.app.state.services
+        if isinstance(request, WebSocket):
+            # Authenticated at connection_init (on_ws_connect), one context per socket.
+            return Context(
+                reads=services.reads,
+                engine=services.engine,
+                loaders=make_loaders(services.reads, ""),
+                hub=services.hub,
+                websocket=request,
+            )
         principal = request.state.principal
         return Context(
-            principal=principal,
             reads=services.reads,
             engine=services.engine,
             loaders=make_loaders(services.reads, principal.tenant_id),
+            hub=services.hub,
+            _principal=principal,
         )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """The token travels in the connection_init payload; a bad one closes with 4403."""
+        params = context.connection_params or {}
+        headers = {}
+        for key in ("Authorization", "authorization"):
+            if isinstance(params.get(key), str):
+                headers["authorization"] = params[key]
+                break
+        for key in ("X-Tenant-Id", "x-tenant-id"):
+            if isinstance(params.get(key), str):
+                headers["x-tenant-id"] = params[key]
+                break
+        assert context.websocket is not None
+        services = context.websocket.app.state.services
+        try:
+            principal = await authenticate(services.verifier, headers)
+        except AuthError as err:
+            REJECTED.labels("ws_" + err.code.lower()).inc()
+            raise ConnectionRejectionError from None
+        context.authenticate(principal)
+        # Close the socket when the token runs out, whatever the socket is doing then.
+        watchdog = asyncio.create_task(_close_at_expiry(context, principal.expires_at))
+        _WATCHDOGS.add(watchdog)
+        watchdog.add_done_callback(_WATCHDOGS.discard)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -1,7 +1,7 @@
 """The pure lifecycle domain: stage configuration, rules, commands and the one write path."""
 
 from .commands import ChangeResult, ChangeStage, CustomerState, Source, Transition
-from .config import DEFAULT_CONFIG, StageConfig, build_config, config_from_json
+from .config import DEFAULT_CONFIG, ConfigProposal, StageConfig, build_config, config_from_json
 from .errors import Code, DomainError, Reason
 from .service import (
     MAX_BULK,
@@ -18,6 +18,7 @@ __all__ = [
     "ChangeResult",
     "ChangeStage",
     "Code",
+    "ConfigProposal",
     "CustomerState",
     "DomainError",
     "Reason",

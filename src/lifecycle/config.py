@@ -167,6 +167,26 @@ def config_from_json(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigProposal:
+    """A configuration as submitted, validated only once its version has been checked."""
+
+    stages: Sequence[str]
+    required_reason_codes: Sequence[str] = ()
+    transitions: Sequence[tuple[str, Sequence[str]]] = ()
+    initial_stage: str | None = None
+    event_rules: Sequence[tuple[str, str]] = ()
+
+    def build(self) -> StageConfig:
+        return build_config(
+            self.stages,
+            self.required_reason_codes,
+            self.transitions,
+            self.initial_stage,
+            self.event_rules,
+        )
+
+
 DEFAULT_CONFIG_JSON: dict[str, Any] = {
     "stages": ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"],
     "requiredReasonCodes": ["At-Risk", "Churned"],

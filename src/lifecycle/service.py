@@ -16,7 +16,7 @@ from .commands import (
     StoredResult,
     Transition,
 )
-from .config import StageConfig
+from .config import ConfigProposal, StageConfig
 from .errors import DomainError, Reason, bad_input, conflict, not_found
 from .ports import UnitOfWork
 
@@ -207,7 +207,7 @@ async def configure_stages(
     uow: UnitOfWork,
     tenant_id: str,
     actor: str,
-    proposed: StageConfig,
+    proposal: ConfigProposal,
     expected_version: int | None = None,
     clock: Clock = utcnow,
 ) -> StageConfig:
@@ -224,6 +224,7 @@ async def configure_stages(
                 f"Expected configuration version {expected_version}, it is at {current.version}",
                 current_version=current.version,
             )
+        proposed = proposal.build()
         populated = await uow.lifecycle.stage_populations(tenant_id)
         removed = sorted(s for s, n in populated.items() if n > 0 and s not in proposed.stages)
         if removed:

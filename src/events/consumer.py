@@ -1,0 +1,134 @@
+"""Kafka consumers: CloudEvents in through the same handlers as `c360 ingest`.
+
+An offset is committed only after the event's transaction committed, so a crash or a
+rebalance can redeliver but never skip; a redelivered event finds its (source, id) already
+processed and changes nothing. An event that cannot be parsed or applied goes, unchanged,
+to `<topic>.dlq` and the partition keeps flowing. A failure of our own (the database down)
+is retried from the same offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.data.uow import SqlUnitOfWork
+from customer360.observability import EVENTS_CONSUMED, get_logger
+
+from .handlers import EventRejected, handle_event
+from .kafka import CONSUMED_TOPICS, GROUP_ID
+
+log = get_logger("customer360.consumer")
+MAX_ERROR = 500
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        *,
+        group_id: str = GROUP_ID,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.engine = engine
+        self.producer = producer
+        self.group_id = group_id
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *CONSUMED_TOPICS,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            metadata_max_age_ms=30_000,
+        )
+
+    async def run(self) -> None:
+        while True:
+            consumer = self._consumer()
+            try:
+                await consumer.start()
+                await self._consume(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer restarting", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                await consumer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            for tp, records in batches.items():
+                done = await self._partition(consumer, tp, records)
+                if done is not None:
+                    await consumer.commit({tp: done})
+
+    async def _partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> int | None:
+        """Apply records in order; returns the offset to commit (next to read)."""
+        done: int | None = None
+        for record in records:
+            try:
+                await self.apply(record)
+            except Exception as exc:
+                log.warning(
+                    "event retry",
+                    topic=record.topic,
+                    offset=record.offset,
+                    error=type(exc).__name__,
+                )
+                consumer.seek(tp, record.offset)
+                await asyncio.sleep(1.0)
+                break
+            done = record.offset + 1
+        return done
+
+    async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
+        try:
+            event: Any = orjson.loads(record.value or b"")
+            if isinstance(event, dict) and event.get("type") != record.topic:
+                raise EventRejected(f"type {event.get('type')!r} does not match the topic")
+            outcome = (await handle_event(SqlUnitOfWork(self.engine), event)).value
+        except (orjson.JSONDecodeError, EventRejected, DataError, IntegrityError) as exc:
+            if isinstance(exc, orjson.JSONDecodeError):
+                reason = f"not JSON: {exc}"
+            elif isinstance(exc, DataError | IntegrityError):
+                reason = f"not storable: {type(exc.orig).__name__}"
+            else:
+                reason = str(exc)
+            await self.dead_letter(record, reason)
+            outcome = "rejected"
+        EVENTS_CONSUMED.labels(record.topic, outcome).inc()
+        return outcome
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        headers = [
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.error", error[:MAX_ERROR].encode()),
+        ]
+        await self.producer.send_and_wait(
+            f"{record.topic}.dlq",
+            record.value,
+            key=record.key,
+            headers=[*headers, *(record.headers or ())],
+        )
+        log.info("event dead-lettered", topic=record.topic, offset=record.offset, error=error)

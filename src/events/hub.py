@@ -1,0 +1,98 @@
+"""In-process fan-out: one pub/sub subscription per process, many GraphQL subscribers.
+
+Subscribers are grouped by tenant; each has a bounded queue, and one that falls behind is
+marked slow and dropped rather than letting memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from broadcaster._backends.base import BroadcastBackend
+
+from customer360.observability import SUBSCRIPTIONS, get_logger
+
+from .pubsub import RESYNC
+from .relay import CHANNEL
+
+log = get_logger("customer360.hub")
+QUEUE_SIZE = 512
+
+
+@dataclass(eq=False)
+class Subscriber:
+    tenant: str
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    slow: bool = False
+
+    def offer(self, message: dict[str, Any]) -> None:
+        if self.slow:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.slow = True
+            # Wake the consumer so it notices and closes; one slot is always free now.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait({"slow": True})
+
+
+class Hub:
+    def __init__(self, backend: BroadcastBackend) -> None:
+        self.backend = backend
+        self._tenants: dict[str, set[Subscriber]] = {}
+        self._pump: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Hub:
+        await self.backend.connect()
+        await self.backend.subscribe(CHANNEL)
+        self._pump = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+        await self.backend.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, tenant: str) -> AsyncIterator[Subscriber]:
+        sub = Subscriber(tenant)
+        self._tenants.setdefault(tenant, set()).add(sub)
+        SUBSCRIPTIONS.inc()
+        try:
+            yield sub
+        finally:
+            SUBSCRIPTIONS.dec()
+            group = self._tenants.get(tenant)
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del self._tenants[tenant]
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        for sub in list(self._tenants.get(message.get("tenant", ""), ())):
+            sub.offer(message)
+
+    async def _run(self) -> None:
+        while True:
+            event = await self.backend.next_published()
+            if event.channel == RESYNC:
+                for group in list(self._tenants.values()):
+                    for sub in list(group):
+                        sub.offer({"resync": True})
+                continue
+            try:
+                message = orjson.loads(event.message)
+            except orjson.JSONDecodeError:
+                log.warning("unreadable pub/sub message")
+                continue
+            if isinstance(message, dict):
+                self.deliver(message)

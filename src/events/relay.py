@@ -1,0 +1,193 @@
+"""The transactional outbox relay: committed changes out to Kafka and Redis pub/sub.
+
+One relay per sink, each with its own publish mark, so Kafka being down never holds back the
+live UI (and the other way round). Rows are published in outbox order by a single leader per
+sink across all gateway processes (a session advisory lock), which keeps one customer's
+changes in order; a row is marked only after its sink acknowledged it, so a crash can only
+cause a re-publish (consumers dedupe by CloudEvent id), never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
+
+log = get_logger("customer360.relay")
+CHANNEL = "c360:lifecycle"
+NOTIFY_CHANNEL = "c360_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    tenant_id: str
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    history_seq: int | None
+
+
+class Sink(Protocol):
+    name: str
+    column: str
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None: ...
+
+
+class KafkaSink:
+    name, column = "kafka", "published_at"
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        futures = [
+            await self.producer.send(
+                r.topic,
+                orjson.dumps(r.payload),
+                key=r.key.encode(),
+                headers=[("content-type", b"application/cloudevents+json")],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+
+
+class RedisSink:
+    name, column = "redis", "redis_published_at"
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in rows:
+                message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
+                pipe.publish(CHANNEL, orjson.dumps(message))
+            await pipe.execute()
+
+
+_SELECT = (
+    "SELECT id, tenant_id, topic, key, payload, history_seq FROM outbox "
+    "WHERE {col} IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+)
+_MARK = "UPDATE outbox SET {col} = now() WHERE id = ANY(:ids)"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sinks: Sequence[Sink],
+        *,
+        batch: int = 500,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.sinks = list(sinks)
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._wake = {s.name: asyncio.Event() for s in self.sinks}
+
+    async def drain_once(self, sink: Sink) -> int:
+        """Publish one batch; rows stay pending if the sink fails."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
+            rows = [OutboxRow(*r) for r in result]
+            if not rows:
+                return 0
+            await sink.publish(rows)
+            await conn.execute(text(_MARK.format(col=sink.column)), {"ids": [r.id for r in rows]})
+        return len(rows)
+
+    async def run(self) -> None:
+        """Lead when the lock is free, follow otherwise; reconnect after any failure."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    await self._lead(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay connection lost", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _lead(self, conn: AsyncConnection) -> None:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_all())
+        led: set[str] = set()
+        workers: list[asyncio.Task[None]] = []
+        try:
+            while len(led) < len(self.sinks):
+                for sink in self.sinks:
+                    if sink.name in led:
+                        continue
+                    got = await raw.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                        f"c360-relay:{sink.name}",
+                    )
+                    if got:
+                        led.add(sink.name)
+                        log.info("relay leading", sink=sink.name)
+                        workers.append(asyncio.create_task(self._work(sink)))
+                await asyncio.sleep(self.poll_seconds)
+                await raw.fetchval("SELECT 1")  # notice a dead connection
+            while True:
+                await asyncio.sleep(5.0)
+                await raw.fetchval("SELECT 1")
+                await self._gauge(conn)
+        finally:
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(BaseException):
+                    await w
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def _work(self, sink: Sink) -> None:
+        wake = self._wake[sink.name]
+        backoff = 0.2
+        while True:
+            wake.clear()
+            try:
+                n = await self.drain_once(sink)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay publish failed", sink=sink.name, error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if n < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.poll_seconds)
+
+    async def _gauge(self, conn: AsyncConnection) -> None:
+        cond = " OR ".join(f"{s.column} IS NULL" for s in self.sinks) or "false"
+        row = (
+            await conn.execute(
+                text(
+                    f"SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at)), 0) "  # noqa: S608
+                    f"FROM outbox WHERE {cond}"
+                )
+            )
+        ).one()
+        await conn.commit()
+        OUTBOX_PENDING.set(row[0])
+        OUTBOX_LAG.set(float(row[1]))

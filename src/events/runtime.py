@@ -1,0 +1,115 @@
+"""The background side of a gateway process: Kafka link, consumers, relays, the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.observability import get_logger
+from customer360.settings import Settings
+
+from .consumer import EventConsumer
+from .hub import Hub
+from .kafka import ensure_topics, make_producer
+from .pubsub import ResilientRedisBackend
+from .relay import KafkaSink, OutboxRelay, RedisSink, Sink
+
+log = get_logger("customer360.runtime")
+
+
+class KafkaLink:
+    """A producer that (re)connects in the background: the gateway starts and keeps
+    committing while Kafka is away; the outbox holds what it could not publish yet."""
+
+    def __init__(self, bootstrap: str, create_topics: bool) -> None:
+        self.bootstrap = bootstrap
+        self.create_topics = create_topics
+        self.producer: AIOKafkaProducer | None = None
+        self.ready = asyncio.Event()
+
+    async def connect(self) -> None:
+        delay = 0.5
+        while True:
+            producer = make_producer(self.bootstrap)
+            try:
+                if self.create_topics:
+                    created = await ensure_topics(self.bootstrap)
+                    if created:
+                        log.info("kafka topics created", topics=created)
+                await producer.start()
+            except asyncio.CancelledError:
+                await producer.stop()
+                raise
+            except Exception as exc:
+                log.warning("kafka unavailable", error=type(exc).__name__)
+                await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.producer = producer
+            self.ready.set()
+            return
+
+    async def check(self) -> None:
+        if self.producer is None:
+            raise ConnectionError("not connected")
+        await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 2.0)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class LazyKafkaSink:
+    name, column = KafkaSink.name, KafkaSink.column
+
+    def __init__(self, link: KafkaLink) -> None:
+        self.link = link
+
+    async def publish(self, rows: object) -> None:
+        if self.link.producer is None:
+            raise ConnectionError("kafka not connected yet")
+        await KafkaSink(self.link.producer).publish(rows)  # type: ignore[arg-type]
+
+
+def kafka_bootstrap(settings: Settings) -> str | None:
+    value = settings.kafka_bootstrap
+    return None if value is None or value.lower() == "off" else value
+
+
+@contextlib.asynccontextmanager
+async def background(
+    settings: Settings, engine: AsyncEngine, redis: aioredis.Redis
+) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
+    assert settings.redis_url
+    tasks: list[asyncio.Task[None]] = []
+    link: KafkaLink | None = None
+    sinks: list[Sink] = [RedisSink(redis)]
+    bootstrap = kafka_bootstrap(settings)
+    async with Hub(ResilientRedisBackend(settings.redis_url)) as hub:
+        if bootstrap is not None:
+            link = KafkaLink(bootstrap, settings.kafka_create_topics)
+            sinks.insert(0, LazyKafkaSink(link))
+            tasks.append(asyncio.create_task(_consume_when_ready(link, bootstrap, engine)))
+        tasks.append(asyncio.create_task(OutboxRelay(engine, sinks).run()))
+        try:
+            yield hub, link
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            if link is not None:
+                await link.close()
+
+
+async def _consume_when_ready(link: KafkaLink, bootstrap: str, engine: AsyncEngine) -> None:
+    await link.connect()
+    assert link.producer is not None
+    await EventConsumer(bootstrap, engine, link.producer).run()

@@ -1,0 +1,160 @@
+"""`lifecycleChanged`: live changes from the hub, with replay from PostgreSQL history."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from customer360.lifecycle import Reason, Source
+
+from .context import Context
+from .errors import bad_input
+from .pagination import decode_cursor, encode_cursor, scope_of
+from .permissions import CanViewLifecycle
+from .types import Customer, LifecycleTransition, parse_id
+
+RESYNC_WINDOW = 1000  # positions to look back after a pub/sub reconnect
+SEEN = 10_000
+WAKE_SECONDS = 15.0
+
+
+@strawberry.type
+class LifecycleChangeEvent:
+    transition: LifecycleTransition
+    entered: bool = strawberry.field(
+        description="True when the customer moved into the `stage` the subscription named "
+        "(or into any stage, without one)."
+    )
+    cursor: str = strawberry.field(
+        description="Opaque position of this change; pass it as `after` to resume."
+    )
+    _customer_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field
+    async def customer(self, info: Info[Context, None]) -> Customer:
+        ctx = info.context
+        # Read fresh for every event: a socket lives long, a DataLoader cache must not.
+        rows = await ctx.reads.customers_by_id(ctx.tenant_id, [self._customer_id])
+        row = rows.get(self._customer_id)
+        if row is None:
+            raise bad_input("The customer no longer exists")
+        return Customer(_row=row)
+
+
+def _transition(data: dict[str, Any]) -> LifecycleTransition:
+    return LifecycleTransition(
+        id=strawberry.ID(data["transition_id"]),
+        customer_id=strawberry.ID(data["customer_id"]),
+        from_stage=data["from_stage"],
+        to_stage=data["to_stage"],
+        changed_at=datetime.fromisoformat(data["changed_at"]),
+        changed_by=data["changed_by"],
+        reason_code=data["reason_code"],
+        source=Source(data["source"]),
+    )
+
+
+class _Filter:
+    def __init__(self, stage: str | None, customer_id: uuid.UUID | None) -> None:
+        self.stage, self.customer_id = stage, customer_id
+
+    def matches(self, t: LifecycleTransition) -> bool:
+        if self.customer_id is not None and str(self.customer_id) != t.customer_id:
+            return False
+        return self.stage is None or self.stage in (t.to_stage, t.from_stage)
+
+    def entered(self, t: LifecycleTransition) -> bool:
+        return self.stage is None or t.to_stage == self.stage
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        permission_classes=[CanViewLifecycle],
+        description="Lifecycle changes in the viewer's tenant as they commit. With `stage`, "
+        "only changes into or out of that stage: the live At-Risk list. With `customerId`, "
+        "only that customer's changes. With `after` (the `cursor` of the last event a client "
+        "saw), the changes committed since then are replayed first, so a reconnecting UI "
+        "misses nothing.",
+    )
+    async def lifecycle_changed(
+        self,
+        info: Info[Context, None],
+        stage: str | None = None,
+        customer_id: strawberry.ID | None = None,
+        after: str | None = None,
+    ) -> AsyncGenerator[LifecycleChangeEvent, None]:
+        ctx = info.context
+        wanted = _Filter(stage, parse_id(customer_id) if customer_id is not None else None)
+        scope = scope_of(ctx.tenant_id, "lifecycleChanged")
+        last = 0
+        if after is not None:
+            keys = decode_cursor(after, scope)
+            if len(keys) != 1 or not isinstance(keys[0], int) or not 0 <= keys[0] < 2**62:
+                raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR)
+            last = keys[0]
+        seen: deque[int] = deque(maxlen=SEEN)
+        seen_set: set[int] = set()
+
+        def fresh(seq: int) -> bool:
+            if seq in seen_set:
+                return False
+            if len(seen) == seen.maxlen:
+                seen_set.discard(seen[0])
+            seen.append(seq)
+            seen_set.add(seq)
+            return True
+
+        def event(t: LifecycleTransition, seq: int) -> LifecycleChangeEvent:
+            return LifecycleChangeEvent(
+                transition=t,
+                entered=wanted.entered(t),
+                cursor=encode_cursor(scope, [seq]),
+                _customer_id=uuid.UUID(t.customer_id),
+            )
+
+        async def replay(since: int) -> AsyncGenerator[LifecycleChangeEvent, None]:
+            nonlocal last
+            while True:
+                rows = await ctx.reads.history_since(
+                    ctx.tenant_id, since, wanted.customer_id, wanted.stage
+                )
+                for r in rows:
+                    since = max(since, r.seq)
+                    if fresh(r.seq):
+                        last = max(last, r.seq)
+                        yield event(LifecycleTransition.from_row(r), r.seq)
+                if len(rows) < 500:
+                    return
+
+        # Listen first, then replay: what commits meanwhile is queued, and deduplicated.
+        async with ctx.live.subscribe(ctx.tenant_id) as sub:
+            if after is not None:
+                async for e in replay(last):
+                    yield e
+            while True:
+                try:
+                    message = await asyncio.wait_for(sub.queue.get(), WAKE_SECONDS)
+                except TimeoutError:
+                    ctx.check_not_expired()
+                    continue
+                ctx.check_not_expired()
+                if message.get("slow"):
+                    await ctx.close_socket(4408, "Subscriber too slow")
+                    return
+                if message.get("resync"):
+                    async for e in replay(max(0, last - RESYNC_WINDOW)):
+                        yield e
+                    continue
+                seq, data = message.get("seq"), message["event"]["data"]
+                t = _transition(data)
+                if isinstance(seq, int) and wanted.matches(t) and fresh(seq):
+                    last = max(last, seq)
+                    yield event(t, seq)
