@@ -28,7 +28,7 @@ from customer360.app import create_app
 from customer360.data.db import make_engine
 from customer360.data.migrate import upgrade_async
 from customer360.data.uow import SqlUnitOfWork
-from customer360.devstack import embedded_postgres, embedded_redis, free_port
+from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
 from customer360.events.handlers import handle_event
 from customer360.settings import Settings
 
@@ -64,6 +64,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    url = os.environ.get("C360_TEST_KAFKA_BOOTSTRAP")
+    if url:
+        yield url
+        return
+    with embedded_kafka() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
 async def database_url(pg_server_url: str) -> AsyncIterator[str]:
     name = f"c360_test_{uuid.uuid4().hex[:10]}"
     admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
@@ -87,12 +97,13 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, kafka_bootstrap: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="development",
         database_url=database_url,
         redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
         jwt_secret=SECRET,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,

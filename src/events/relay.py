@@ -1,10 +1,11 @@
 """The transactional outbox relay: committed changes out to Kafka and Redis pub/sub.
 
-One relay per sink, each with its own publish mark, so Kafka being down never holds back the
-live UI (and the other way round). Rows are published in outbox order by a single leader per
-sink across all gateway processes (a session advisory lock), which keeps one customer's
-changes in order; a row is marked only after its sink acknowledged it, so a crash can only
-cause a re-publish (consumers dedupe by CloudEvent id), never a loss.
+One worker per sink, each with its own publish mark, so Kafka being down never holds back the
+live UI (and the other way round). Each sink has a single leader across all gateway processes
+(a lease: a session advisory lock), which publishes rows in outbox order: one customer's
+changes are written one after another under its row lock, so their order is kept. A row is
+marked only after its sink acknowledged it, so a crash can only cause a re-publish (consumers
+dedupe by CloudEvent id), never a loss.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ class RedisSink:
             await pipe.execute()
 
 
+# No row locks: each sink has one leader, and locking rows would let one sink's slow
+# publish make the other skip rows and publish out of order.
 _SELECT = (
     "SELECT id, tenant_id, topic, key, payload, history_seq FROM outbox "
-    "WHERE {col} IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+    "WHERE {col} IS NULL ORDER BY id LIMIT :n"
 )
 _MARK = "UPDATE outbox SET {col} = now() WHERE id = ANY(:ids)"
 
@@ -101,14 +104,17 @@ class OutboxRelay:
         self._wake = {s.name: asyncio.Event() for s in self.sinks}
 
     async def drain_once(self, sink: Sink) -> int:
-        """Publish one batch; rows stay pending if the sink fails."""
-        async with self.engine.begin() as conn:
+        """Publish one batch in outbox order, then mark it; rows stay pending if the sink
+        fails, and a crash between publish and mark re-publishes (never loses)."""
+        async with self.engine.connect() as conn:
             result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
             rows = [OutboxRow(*r) for r in result]
+            await conn.rollback()  # hold no snapshot or lock while the sink works
             if not rows:
                 return 0
             await sink.publish(rows)
             await conn.execute(text(_MARK.format(col=sink.column)), {"ids": [r.id for r in rows]})
+            await conn.commit()
         return len(rows)
 
     async def run(self) -> None:
