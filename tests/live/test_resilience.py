@@ -1,0 +1,202 @@
+"""Nothing is missed: not when Kafka is down, not when Redis restarts, not on redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from customer360.app import create_app
+from customer360.data.db import make_engine
+from customer360.data.migrate import upgrade_async
+from customer360.data.uow import SqlUnitOfWork
+from customer360.devstack import embedded_kafka, embedded_redis, free_port
+from customer360.events.consumer import EventConsumer
+from customer360.events.handlers import handle_event
+from customer360.events.hub import QUEUE_SIZE, Subscriber
+from customer360.settings import Settings
+from tests.conftest import Api, created_event, event, run_server
+from tests.live.test_live import SUB, wait_for
+from tests.live.wsclient import connect
+
+
+@contextlib.asynccontextmanager
+async def isolated(
+    pg_server_url: str, settings: Settings, **overrides: Any
+) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A gateway on a database of its own: outbox relays lead per database."""
+    name = f"c360_iso_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade_async(url)
+    engine = make_engine(url)
+    try:
+        app = create_app(settings.model_copy(update={"database_url": url, **overrides}))
+        async with run_server(app) as base:
+            yield base, engine
+    finally:
+        await engine.dispose()
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def pending(engine: AsyncEngine, column: str) -> int:
+    async with engine.connect() as c:
+        return int(
+            (await c.execute(text(f"SELECT count(*) FROM outbox WHERE {column} IS NULL"))).scalar()
+            or 0
+        )
+
+
+async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_returns(
+    pg_server_url: str, settings: Settings
+) -> None:
+    port = free_port()  # nobody listens here yet: Kafka is down
+    async with (
+        isolated(pg_server_url, settings, kafka_bootstrap=f"127.0.0.1:{port}") as (url, engine),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        api = Api(http, f"t-{uuid.uuid4().hex[:8]}")
+        customers = []
+        for _ in range(3):
+            ev = created_event(api.tenant)
+            await handle_event(SqlUnitOfWork(engine), ev)
+            customers.append(ev["data"]["customer_id"])
+        for cid in customers:
+            for stage in ("Onboarded", "Active"):
+                assert (await api.patch(cid, {"stage": stage})).status_code == 200
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["kafka"].startswith("error")
+        assert await pending(engine, "published_at") == 9
+        # when Kafka comes back, everything committed is published, in order per customer
+        with embedded_kafka(port) as bootstrap:
+            await wait_for(lambda: _none_pending(engine), 60)
+            audit = AIOKafkaConsumer(
+                "audit.lifecycle.updated",
+                bootstrap_servers=bootstrap,
+                auto_offset_reset="earliest",
+                group_id=None,
+            )
+            await audit.start()
+            seen: dict[str, list[int]] = {}
+            try:
+                deadline = time.monotonic() + 20
+                while sum(map(len, seen.values())) < 9 and time.monotonic() < deadline:
+                    for records in (await audit.getmany(timeout_ms=500)).values():
+                        for r in records:
+                            doc = json.loads(r.value)
+                            seen.setdefault(doc["data"]["customer_id"], []).append(
+                                doc["data"]["version"]
+                            )
+            finally:
+                await audit.stop()
+    assert seen == {cid: [1, 2, 3] for cid in customers}
+
+
+async def _none_pending(engine: AsyncEngine) -> bool:
+    return await pending(engine, "published_at") == 0
+
+
+async def test_a_subscriber_misses_nothing_when_redis_restarts(
+    pg_server_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    redis = embedded_redis(tmp_path, port)
+    redis_url = redis.__enter__()
+    try:
+        async with (
+            isolated(pg_server_url, settings, redis_url=redis_url, kafka_bootstrap="off") as (
+                url,
+                engine,
+            ),
+            httpx.AsyncClient(base_url=url) as http,
+        ):
+            api = Api(http, f"t-{uuid.uuid4().hex[:8]}")
+            ev = created_event(api.tenant)
+            await handle_event(SqlUnitOfWork(engine), ev)
+            cid = ev["data"]["customer_id"]
+            await wait_for(lambda: _redis_done(engine), 10)
+            async with connect(url, {"Authorization": f"Bearer {api.token}"}) as ws:
+                await ws.subscribe(SUB, {"cid": cid})
+                await asyncio.sleep(0.3)
+                await api.patch(cid, {"stage": "Onboarded"})
+                (first,) = await ws.events(1)
+                # Redis goes away; changes keep committing
+                redis.__exit__(None, None, None)
+                for stage in ("Active", "Onboarded"):
+                    assert (await api.patch(cid, {"stage": stage})).status_code == 200
+                # and comes back on the same address
+                redis = embedded_redis(tmp_path, port)
+                redis.__enter__()
+                await api.patch(cid, {"stage": "Active"})
+                rest = await ws.events(3, timeout=20)
+                with pytest.raises(TimeoutError):
+                    await ws.receive(timeout=1.0)  # and nothing twice
+    finally:
+        redis.__exit__(None, None, None)
+    assert first["transition"]["toStage"] == "Onboarded"
+    assert [e["transition"]["toStage"] for e in rest] == ["Active", "Onboarded", "Active"]
+
+
+async def _redis_done(engine: AsyncEngine) -> bool:
+    return await pending(engine, "redis_published_at") == 0
+
+
+async def test_a_redelivered_event_changes_nothing_twice(
+    engine: AsyncEngine, tenant: str, kafka_bootstrap: str, make_customer
+) -> None:
+    # the consumer crashed after the transaction committed and before the offset commit:
+    # Kafka delivers the same record again
+    cid = await make_customer()
+    ev = event(
+        "contract.renewed",
+        tenant,
+        {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-28T12:00:00Z"},
+    )
+    record = ConsumerRecord(
+        "contract.renewed", 0, 42, 0, 0, None, json.dumps(ev).encode(), None, 0, 0, ()
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        consumer = EventConsumer(kafka_bootstrap, engine, producer)
+        assert await consumer.apply(record) == "applied"
+        assert await consumer.apply(record) == "duplicate"
+    finally:
+        await producer.stop()
+    async with engine.connect() as c:
+        rows = (
+            await c.execute(
+                text(
+                    "SELECT version, contract_renewal_count FROM customers JOIN customer_metrics m "
+                    "ON m.customer_id = customers.id WHERE customers.id = :c"
+                ),
+                {"c": cid},
+            )
+        ).one()
+    assert tuple(rows) == (2, 1)
+
+
+def test_a_slow_subscriber_is_marked_and_memory_stays_bounded() -> None:
+    sub = Subscriber("t")
+    for n in range(QUEUE_SIZE * 3):
+        sub.offer({"seq": n})
+    assert sub.slow
+    assert sub.queue.qsize() == QUEUE_SIZE
+    messages = [sub.queue.get_nowait() for _ in range(QUEUE_SIZE)]
+    assert messages[-1] == {"slow": True}
