@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer360 import rest
 from customer360.auth.tokens import TokenVerifier
+from customer360.data.cache import Cache
 from customer360.data.db import make_engine
 from customer360.data.queries import Reads
 from customer360.events.hub import Hub
@@ -173,10 +174,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_overflow=settings.db_max_overflow,
         )
         redis = aioredis.Redis.from_url(settings.redis_url)
+        reads = Reads(engine, cache=Cache(redis))
         try:
-            async with background(settings, engine, redis) as (hub, kafka):
+            async with background(settings, engine, redis, reads.note_written) as (hub, kafka):
                 app.state.services = Services(
-                    settings, engine, redis, TokenVerifier(settings), Reads(engine), hub, kafka
+                    settings, engine, redis, TokenVerifier(settings), reads, hub, kafka
                 )
                 log.info("started", env=settings.env, kafka=kafka is not None)
                 yield

@@ -140,7 +140,9 @@ async def patch_lifecycle(request: Request) -> Response:
             idempotency_key=key,
         )
         try:
-            result = await change_stage(SqlUnitOfWork(request.app.state.services.engine), cmd)
+            services = request.app.state.services
+            uow = SqlUnitOfWork(services.engine, on_commit=services.reads.note_written)
+            result = await change_stage(uow, cmd)
         except DomainError as err:
             status = STATUS[err.code]
             if err.reason is Reason.IDEMPOTENCY_KEY_REUSED:

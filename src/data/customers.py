@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer360.lifecycle import Transition
 
+CACHE_TOPIC = "c360.cache.customer"
+_CACHE_ROW = text(
+    "WITH i AS (INSERT INTO outbox (tenant_id, topic, key, payload) "
+    "VALUES (:t, 'c360.cache.customer', :k, '{}') RETURNING 1) "
+    "SELECT pg_notify('c360_outbox', '') FROM i"
+)
 PROFILE_FIELDS = ("name", "email", "phone", "company_name", "tier", "tags", "assigned_to")
 
 _MARK = text(
@@ -86,6 +92,12 @@ _TOUCH = text(
 class CustomerRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.touched: list[tuple[str, uuid.UUID]] = []
+
+    async def _changed(self, tenant_id: str, customer_id: uuid.UUID) -> None:
+        """A profile-only change: an outbox row tells every process's cache (no audit event)."""
+        self.touched.append((tenant_id, customer_id))
+        await self.conn.execute(_CACHE_ROW, {"t": tenant_id, "k": str(customer_id)})
 
     async def mark_processed(self, source: str, event_id: str, tenant_id: str, type_: str) -> bool:
         """False when this (source, id) was processed before: the caller changes nothing."""
@@ -133,6 +145,7 @@ class CustomerRepository:
             ),
             params,
         )
+        await self._changed(tenant_id, customer_id)
 
     async def contract_renewed(
         self, tenant_id: str, customer_id: uuid.UUID, contract_id: str, at: datetime
@@ -140,6 +153,7 @@ class CustomerRepository:
         p = {"t": tenant_id, "id": customer_id, "contract": contract_id, "at": at}
         await self.conn.execute(_RENEWAL, p)
         await self.conn.execute(_TOUCH, p)
+        await self._changed(tenant_id, customer_id)
 
     async def issue_opened(
         self,
@@ -153,6 +167,7 @@ class CustomerRepository:
         await self.conn.execute(_ISSUE_OPENED, p)
         await self.conn.execute(_ISSUE_COUNTS, p)
         await self.conn.execute(_TOUCH, p)
+        await self._changed(tenant_id, customer_id)
 
     async def issue_closed(
         self, tenant_id: str, customer_id: uuid.UUID, issue_id: str, at: datetime
@@ -161,3 +176,4 @@ class CustomerRepository:
         await self.conn.execute(_ISSUE_CLOSED, p)
         await self.conn.execute(_ISSUE_COUNTS, p)
         await self.conn.execute(_TOUCH, p)
+        await self._changed(tenant_id, customer_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.lifecycle import StageConfig
 
+from .cache import Cache
 from .lifecycle import load_stage_config
 
 CUSTOMER_COLUMNS = (
@@ -95,10 +97,19 @@ class Reads:
     process see its own save at once).
     """
 
-    def __init__(self, engine: AsyncEngine, *, config_ttl: float = 1.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, cache: Cache | None = None, config_ttl: float = 1.0
+    ) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.cache = cache
         self.config_ttl = config_ttl
         self._configs: dict[str, tuple[float, StageConfig]] = {}
+        self._counting: dict[str, asyncio.Future[dict[str, int]]] = {}
+
+    def note_written(self, tenant_id: str, customer_ids: Iterable[uuid.UUID]) -> None:
+        """Called at commit by this process's units of work (read-your-writes)."""
+        if self.cache is not None:
+            self.cache.note_written(tenant_id, customer_ids)
 
     async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
         async with self.engine.connect() as conn:
@@ -120,6 +131,19 @@ class Reads:
         self._configs.pop(tenant_id, None)
 
     async def customers_by_id(
+        self, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Any]:
+        if self.cache is None:
+            return await self._customers_by_id(tenant_id, ids)
+        hits, gens = await self.cache.customers(tenant_id, ids)
+        missing = [i for i in ids if i not in hits]
+        if missing:
+            found = await self._customers_by_id(tenant_id, missing)
+            await self.cache.store_customers(tenant_id, list(found.values()), gens)
+            hits.update(found)
+        return hits
+
+    async def _customers_by_id(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, Row[Any]]:
         rows = await self._all(
@@ -179,6 +203,28 @@ class Reads:
         return int(rows[0].n)
 
     async def stage_counts(self, tenant_id: str) -> dict[str, int]:
+        """Per-stage counts, cached; concurrent misses for one tenant share one query."""
+        if self.cache is None:
+            return await self._stage_counts(tenant_id)
+        counts, gen = await self.cache.summary(tenant_id)
+        if counts is not None:
+            return counts
+        if gen is None:  # this process just wrote here, or Redis is away: ask PostgreSQL
+            return await self._stage_counts(tenant_id)
+        flight = self._counting.get(tenant_id)
+        if flight is None:
+            flight = asyncio.ensure_future(self._count_and_store(tenant_id, gen))
+            self._counting[tenant_id] = flight
+            flight.add_done_callback(lambda _: self._counting.pop(tenant_id, None))
+        return await asyncio.shield(flight)
+
+    async def _count_and_store(self, tenant_id: str, gen: str | None) -> dict[str, int]:
+        assert self.cache is not None
+        counts = await self._stage_counts(tenant_id)
+        await self.cache.store_summary(tenant_id, counts, gen)
+        return counts
+
+    async def _stage_counts(self, tenant_id: str) -> dict[str, int]:
         rows = await self._all(
             "SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t", {"t": tenant_id}
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -11,6 +13,8 @@ from customer360.observability import TRANSITIONS
 
 from .customers import CustomerRepository
 from .lifecycle import SqlLifecycleRepository
+
+CommitHook = Callable[[str, Iterable[uuid.UUID]], None]
 
 
 class SqlUnitOfWork:
@@ -22,8 +26,9 @@ class SqlUnitOfWork:
     lifecycle: SqlLifecycleRepository
     customers: CustomerRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_commit: CommitHook | None = None) -> None:
         self._engine = engine
+        self._on_commit = on_commit
         self._conn: AsyncConnection | None = None
         self._depth = 0
         self.committed = False
@@ -64,6 +69,14 @@ class SqlUnitOfWork:
         if self._depth == 1:
             await self.connection.commit()
             self.committed = True
+            touched: dict[str, set[uuid.UUID]] = {}
             for t in self.lifecycle.recorded:
                 TRANSITIONS.labels(t.source.value).inc()
+                touched.setdefault(t.tenant_id, set()).add(t.customer_id)
+            for tenant, cid in self.customers.touched:
+                touched.setdefault(tenant, set()).add(cid)
             self.lifecycle.recorded.clear()
+            self.customers.touched.clear()
+            if self._on_commit is not None:
+                for tenant, ids in touched.items():
+                    self._on_commit(tenant, ids)

@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customer360.data.uow import SqlUnitOfWork
+from customer360.data.uow import CommitHook, SqlUnitOfWork
 from customer360.observability import EVENTS_CONSUMED, get_logger
 
 from .handlers import EventRejected, handle_event
@@ -36,9 +36,11 @@ class EventConsumer:
         producer: AIOKafkaProducer,
         *,
         group_id: str = GROUP_ID,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.engine = engine
+        self.on_commit = on_commit
         self.producer = producer
         self.group_id = group_id
 
@@ -105,7 +107,8 @@ class EventConsumer:
             event: Any = orjson.loads(record.value or b"")
             if isinstance(event, dict) and event.get("type") != record.topic:
                 raise EventRejected(f"type {event.get('type')!r} does not match the topic")
-            outcome = (await handle_event(SqlUnitOfWork(self.engine), event)).value
+            uow = SqlUnitOfWork(self.engine, on_commit=self.on_commit)
+            outcome = (await handle_event(uow, event)).value
         except (orjson.JSONDecodeError, EventRejected, DataError, IntegrityError) as exc:
             if isinstance(exc, orjson.JSONDecodeError):
                 reason = f"not JSON: {exc}"

@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from customer360.data.cache import invalidate
+from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
 
 log = get_logger("customer360.relay")
@@ -53,6 +55,8 @@ class KafkaSink:
         self.producer = producer
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        # Cache-only rows (profile changes) are not audit events; they are just marked.
+        rows = [r for r in rows if r.topic == AUDIT_TOPIC]
         futures = [
             await self.producer.send(
                 r.topic,
@@ -72,10 +76,15 @@ class RedisSink:
         self.redis = redis
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        # Caches first, then subscribers: a subscriber reading the customer it was told
+        # about must not find the old row cached (a pipeline runs in order).
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rows:
-                message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
-                pipe.publish(CHANNEL, orjson.dumps(message))
+                invalidate(pipe, r.tenant_id, [r.key], summary=r.topic == AUDIT_TOPIC)
+            for r in rows:
+                if r.topic == AUDIT_TOPIC:
+                    message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
+                    pipe.publish(CHANNEL, orjson.dumps(message))
             await pipe.execute()
 
 

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from customer360.data.uow import CommitHook
 from customer360.observability import get_logger
 from customer360.settings import Settings
 
@@ -84,7 +85,10 @@ def kafka_bootstrap(settings: Settings) -> str | None:
 
 @contextlib.asynccontextmanager
 async def background(
-    settings: Settings, engine: AsyncEngine, redis: aioredis.Redis
+    settings: Settings,
+    engine: AsyncEngine,
+    redis: aioredis.Redis,
+    on_commit: CommitHook | None = None,
 ) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
     assert settings.redis_url
     tasks: list[asyncio.Task[None]] = []
@@ -95,7 +99,8 @@ async def background(
         if bootstrap is not None:
             link = KafkaLink(bootstrap, settings.kafka_create_topics)
             sinks.insert(0, LazyKafkaSink(link))
-            tasks.append(asyncio.create_task(_consume_when_ready(link, bootstrap, engine)))
+            consume = _consume_when_ready(link, bootstrap, engine, on_commit)
+            tasks.append(asyncio.create_task(consume))
         tasks.append(asyncio.create_task(OutboxRelay(engine, sinks).run()))
         try:
             yield hub, link
@@ -109,7 +114,9 @@ async def background(
                 await link.close()
 
 
-async def _consume_when_ready(link: KafkaLink, bootstrap: str, engine: AsyncEngine) -> None:
+async def _consume_when_ready(
+    link: KafkaLink, bootstrap: str, engine: AsyncEngine, on_commit: CommitHook | None
+) -> None:
     await link.connect()
     assert link.producer is not None
-    await EventConsumer(bootstrap, engine, link.producer).run()
+    await EventConsumer(bootstrap, engine, link.producer, on_commit=on_commit).run()

@@ -100,7 +100,7 @@ class Context:
             raise forbidden(f"Needs {permission.value}")
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        return SqlUnitOfWork(self.engine, on_commit=self.reads.note_written)
 
     async def stage_config(self) -> StageConfig:
         """The tenant's configuration, read once per request.

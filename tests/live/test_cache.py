@@ -1,0 +1,126 @@
+"""The Redis cache: used, invalidated by the outbox on every process, tenant-safe, optional."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+from sqlalchemy import event as sa_event
+from sqlalchemy import text
+
+from customer360.app import create_app
+from customer360.data.uow import SqlUnitOfWork
+from customer360.devstack import free_port
+from customer360.events.handlers import handle_event
+from tests.conftest import Api, created_event, event, run_server
+from tests.live.test_live import settled
+
+CUSTOMER = (
+    """query($id: ID!) { customer(id: $id) { name updatedAt lifecycle { stage version } } }"""
+)
+SUMMARY = "{ lifecycleSummary { total stages { stage count } } }"
+
+
+async def stage(api: Api, cid: object) -> str:
+    body = await api.gql(CUSTOMER, {"id": str(cid)})
+    return body["data"]["customer"]["lifecycle"]["stage"]
+
+
+async def counts(api: Api) -> dict[str, int]:
+    body = await api.gql(SUMMARY)
+    return {s["stage"]: s["count"] for s in body["data"]["lifecycleSummary"]["stages"]}
+
+
+async def test_a_read_after_a_write_never_returns_the_old_stage(api, make_customer, engine) -> None:
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    for target in ["Onboarded", "Active"] * 10:
+        await stage(api, cid)  # cache warm
+        before = await counts(api)
+        assert (await api.patch(cid, {"stage": target})).status_code == 200
+        assert await stage(api, cid) == target
+        after = await counts(api)
+        assert after[target] == before[target] + 1
+
+
+async def test_reads_are_served_from_the_cache_until_the_outbox_says_otherwise(
+    api, make_customer, engine
+) -> None:
+    cid = await make_customer(name="Cached Name")
+    await settled(engine, api.tenant)
+    assert (await api.gql(CUSTOMER, {"id": str(cid)}))["data"]["customer"]["name"] == "Cached Name"
+    # a change behind the gateway's back (no outbox row) is not seen: the cache answered
+    async with engine.begin() as c:
+        await c.execute(text("UPDATE customers SET name='Sneaky' WHERE id=:c"), {"c": cid})
+    assert (await api.gql(CUSTOMER, {"id": str(cid)}))["data"]["customer"]["name"] == "Cached Name"
+    # a real change (an event through the one path) invalidates it everywhere
+    await handle_event(
+        SqlUnitOfWork(engine),
+        event("customer.updated", api.tenant, {"customer_id": str(cid), "name": "Renamed"}),
+    )
+    await settled(engine, api.tenant)
+    assert (await api.gql(CUSTOMER, {"id": str(cid)}))["data"]["customer"]["name"] == "Renamed"
+
+
+async def test_another_gateway_process_catches_up_within_a_second(
+    settings, api, make_customer, engine
+) -> None:
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    async with (
+        run_server(create_app(settings)) as other_url,
+        httpx.AsyncClient(base_url=other_url) as other_http,
+    ):
+        other = Api(other_http, api.tenant)
+        assert await stage(other, cid) == "Prospect"  # cached over there
+        assert (await api.patch(cid, {"stage": "Active"})).status_code == 200
+        t0 = time.monotonic()
+        while await stage(other, cid) != "Active":
+            assert time.monotonic() - t0 < 1.0
+            await asyncio.sleep(0.02)
+
+
+async def test_the_cache_never_crosses_tenants(api, engine) -> None:
+    cid = uuid.uuid4()
+    other = api.as_("ROLE_ACCOUNT_MANAGER", tenant=f"b-{api.tenant}")
+    await handle_event(SqlUnitOfWork(engine), created_event(api.tenant, cid, name="Mine"))
+    await handle_event(SqlUnitOfWork(engine), created_event(other.tenant, cid, name="Theirs"))
+    for _ in range(2):  # second round from cache
+        mine = await api.gql(CUSTOMER, {"id": str(cid)})
+        theirs = await other.gql(CUSTOMER, {"id": str(cid)})
+        assert mine["data"]["customer"]["name"] == "Mine"
+        assert theirs["data"]["customer"]["name"] == "Theirs"
+
+
+async def test_a_cold_summary_is_computed_once_for_many_concurrent_readers(
+    server, api, make_customer, engine
+) -> None:
+    await make_customer()  # written by the test, not by the server: no local bypass there
+    await settled(engine, api.tenant)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM stage_counts" in statement:
+            statements.append(statement)
+
+    sync = server.engine.sync_engine
+    sa_event.listen(sync, "before_cursor_execute", record)
+    try:
+        results = await asyncio.gather(*(counts(api) for _ in range(20)))
+    finally:
+        sa_event.remove(sync, "before_cursor_execute", record)
+    assert all(r["Prospect"] == 1 for r in results)
+    assert len(statements) == 1
+
+
+async def test_reads_fall_back_to_postgresql_when_redis_is_down(
+    settings, api, make_customer
+) -> None:
+    cid = await make_customer()
+    dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with run_server(create_app(dead)) as url, httpx.AsyncClient(base_url=url) as http:
+        down = Api(http, api.tenant)
+        assert await stage(down, cid) == "Prospect"
+        assert (await counts(down))["Prospect"] == 1
