@@ -1,0 +1,234 @@
+"""Live delivery benchmark, run by hand: `.venv/bin/python bench/live.py [--sockets 1000]`.
+
+Starts an embedded Kafka-compatible broker and `c360 serve` on the bench database (seeded by
+bench/run.py, or seeds 2,000 customers itself), opens N graphql-transport-ws sockets each
+subscribed to `lifecycleChanged`, then measures for every change the time from its commit
+(the transition's `changedAt`, same machine clock) to each socket's frame:
+  - changes made by `updateLifecycleStage` mutations,
+  - changes made by `contract.renewed` events produced to Kafka.
+Reports p50/p99/max and the delivery ratio (frames received / frames expected), and the
+server's resident memory per idle subscription.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import websockets
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import make_url, text
+
+from customer360.auth.tokens import issue_dev_token
+from customer360.data.db import make_engine
+from customer360.data.migrate import upgrade_async
+from customer360.data.seed import seed, tenant_has_customers
+from customer360.devstack import embedded_kafka, free_port
+
+SECRET = "bench-secret-0123456789-0123456789-0123456789"
+TENANT = "live"
+SUB = json.dumps(
+    {
+        "id": "1",
+        "type": "subscribe",
+        "payload": {"query": "subscription { lifecycleChanged { transition { id changedAt } } }"},
+    }
+)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+async def socket(
+    url: str, token: str, ready: asyncio.Event, got: dict[str, list[float]], opened: list[int]
+) -> None:
+    async with websockets.connect(
+        url, subprotocols=["graphql-transport-ws"], compression=None, max_queue=None
+    ) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(SUB)
+        opened.append(1)
+        ready.set()
+        async for raw in ws:
+            now = time.time()
+            msg = json.loads(raw)
+            if msg["type"] == "next":
+                t = msg["payload"]["data"]["lifecycleChanged"]["transition"]
+                got.setdefault(t["id"], []).append(
+                    now - datetime.fromisoformat(t["changedAt"]).timestamp()
+                )
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--database",
+        default=os.environ.get(
+            "C360_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    ap.add_argument(
+        "--redis", default=os.environ.get("C360_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    ap.add_argument("--sockets", type=int, default=1000)
+    ap.add_argument("--changes", type=int, default=50)
+    ap.add_argument("--settle", type=float, default=8.0, help="seconds to wait for frames")
+    args = ap.parse_args()
+    url = make_url(args.database).set(database="c360_bench").render_as_string(hide_password=False)
+    admin = make_engine(args.database)
+    async with admin.connect() as c:
+        await c.execute(text("COMMIT"))
+        if not (
+            await c.execute(text("SELECT 1 FROM pg_database WHERE datname='c360_bench'"))
+        ).first():
+            await c.execute(text("CREATE DATABASE c360_bench"))
+    await admin.dispose()
+    await upgrade_async(url)
+    engine = make_engine(url)
+    if not await tenant_has_customers(engine, TENANT):
+        await seed(engine, TENANT, 2000)
+    async with engine.connect() as c:
+        ids = [
+            str(r[0])
+            for r in await c.execute(
+                text("SELECT id FROM customers WHERE tenant_id=:t LIMIT 200"), {"t": TENANT}
+            )
+        ]
+    await engine.dispose()
+    with embedded_kafka() as bootstrap:
+        port = free_port()
+        env = {
+            **os.environ,
+            "C360_DATABASE_URL": url,
+            "C360_REDIS_URL": args.redis,
+            "C360_KAFKA_BOOTSTRAP": bootstrap,
+            "C360_JWT_SECRET": SECRET,
+            "C360_LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen(  # noqa: ASYNC220 - runs beside the benchmark
+            [sys.executable, "-m", "customer360.cli", "serve", "--port", str(port)], env=env
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            token = issue_dev_token(
+                SECRET,
+                sub="bench",
+                tenant=TENANT,
+                roles=["ROLE_ACCOUNT_MANAGER"],
+                issuer="c360-dev",
+                audience="customer360",
+                ttl=3600,
+            )
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                for _ in range(300):
+                    try:
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(3)  # let the consumer group settle
+                idle = rss_kb(proc.pid)
+                got: dict[str, list[float]] = {}
+                opened: list[int] = []
+                ready = asyncio.Event()
+                ws_url = base.replace("http", "ws") + "/graphql"
+                tasks = []
+                for _ in range(args.sockets):
+                    tasks.append(asyncio.create_task(socket(ws_url, token, ready, got, opened)))
+                    await asyncio.sleep(0.002)
+                while len(opened) < args.sockets:  # noqa: ASYNC110 - a plain poll is enough here
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2)
+                per_sub = (rss_kb(proc.pid) - idle) / args.sockets
+                headers = {"Authorization": f"Bearer {token}"}
+                doc = (
+                    "mutation($i: UpdateLifecycleStageInput!) { updateLifecycleStage(input: $i)"
+                    " { transition { id } } }"
+                )
+                mutation_ids = []
+                for n in range(args.changes):
+                    stage = "Onboarded" if n % 2 else "Active"
+                    r = await http.post(
+                        "/graphql",
+                        headers=headers,
+                        json={
+                            "query": doc,
+                            "variables": {"i": {"customerId": ids[n], "stage": stage}},
+                        },
+                    )
+                    t = r.json()["data"]["updateLifecycleStage"]["transition"]
+                    if t:
+                        mutation_ids.append(t["id"])
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(args.settle)
+                mutation_lat = [x for i in mutation_ids for x in got.get(i, [])]
+                # Kafka: renewals move Prospect/Onboarded customers to Active by the default rule
+                before = set(got)
+                producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+                await producer.start()
+                for n in range(args.changes):
+                    cid = ids[100 + n]
+                    ev = {
+                        "specversion": "1.0",
+                        "id": uuid.uuid4().hex,
+                        "source": "bench",
+                        "type": "contract.renewed",
+                        "time": "2026-01-01T00:00:00Z",
+                        "tenantid": TENANT,
+                        "data": {
+                            "customer_id": cid,
+                            "contract_id": "K",
+                            "renewed_at": "2026-01-01T00:00:00Z",
+                        },
+                    }
+                    await producer.send_and_wait(
+                        "contract.renewed", json.dumps(ev).encode(), key=cid.encode()
+                    )
+                    await asyncio.sleep(0.05)
+                await producer.stop()
+                await asyncio.sleep(args.settle)
+                kafka_ids = [i for i in got if i not in before]
+                kafka_lat = [x for i in kafka_ids for x in got[i]]
+                for t in tasks:
+                    t.cancel()
+            for name, ids_, lat in (
+                ("mutation", mutation_ids, mutation_lat),
+                ("kafka event", kafka_ids, kafka_lat),
+            ):
+                expected = len(ids_) * args.sockets
+                print(
+                    f"{name}: {len(ids_)} changes x {args.sockets} sockets, "
+                    f"delivery ratio {len(lat) / expected if expected else 0:.4f}, "
+                    f"p50 {pct(lat, 50) * 1000:.0f} ms, p99 {pct(lat, 99) * 1000:.0f} ms, "
+                    f"max {max(lat, default=0) * 1000:.0f} ms"
+                )
+            print(f"memory per idle subscription: {per_sub:.1f} KB (server RSS)")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
