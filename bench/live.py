@@ -94,6 +94,7 @@ async def main() -> None:
     ap.add_argument("--sockets", type=int, default=1000)
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--settle", type=float, default=8.0, help="seconds to wait for frames")
+    ap.add_argument("--interval", type=float, default=0.05, help="seconds between changes")
     args = ap.parse_args()
     url = make_url(args.database).set(database="c360_bench").render_as_string(hide_password=False)
     admin = make_engine(args.database)
@@ -108,13 +109,18 @@ async def main() -> None:
     engine = make_engine(url)
     if not await tenant_has_customers(engine, TENANT):
         await seed(engine, TENANT, 2000)
+    # Targets chosen from the current stages, so every change is a real move (no no-ops).
     async with engine.connect() as c:
-        ids = [
-            str(r[0])
-            for r in await c.execute(
-                text("SELECT id FROM customers WHERE tenant_id=:t LIMIT 200"), {"t": TENANT}
+        rows = (
+            await c.execute(
+                text(
+                    "SELECT id::text, stage FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 400"
+                ),
+                {"t": TENANT},
             )
-        ]
+        ).all()
+    movers = [(cid, "Onboarded" if stage == "Active" else "Active") for cid, stage in rows[:200]]
+    renewable = [cid for cid, stage in rows[200:] if stage != "Active"]
     await engine.dispose()
     with embedded_kafka() as bootstrap:
         port = free_port()
@@ -169,27 +175,26 @@ async def main() -> None:
                 )
                 mutation_ids = []
                 for n in range(args.changes):
-                    stage = "Onboarded" if n % 2 else "Active"
+                    customer, stage = movers[n]
                     r = await http.post(
                         "/graphql",
                         headers=headers,
                         json={
                             "query": doc,
-                            "variables": {"i": {"customerId": ids[n], "stage": stage}},
+                            "variables": {"i": {"customerId": customer, "stage": stage}},
                         },
                     )
                     t = r.json()["data"]["updateLifecycleStage"]["transition"]
                     if t:
                         mutation_ids.append(t["id"])
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(args.interval)
                 await asyncio.sleep(args.settle)
                 mutation_lat = [x for i in mutation_ids for x in got.get(i, [])]
                 # Kafka: renewals move Prospect/Onboarded customers to Active by the default rule
                 before = set(got)
                 producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
                 await producer.start()
-                for n in range(args.changes):
-                    cid = ids[100 + n]
+                for cid in renewable[: args.changes]:
                     ev = {
                         "specversion": "1.0",
                         "id": uuid.uuid4().hex,
@@ -206,7 +211,7 @@ async def main() -> None:
                     await producer.send_and_wait(
                         "contract.renewed", json.dumps(ev).encode(), key=cid.encode()
                     )
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(args.interval)
                 await producer.stop()
                 await asyncio.sleep(args.settle)
                 kafka_ids = [i for i in got if i not in before]
