@@ -43,6 +43,11 @@ OUTBOX_LAG = Gauge(
     "c360_outbox_lag_seconds", "Age of the oldest unpublished outbox row", registry=REGISTRY
 )
 SUBSCRIPTIONS = Gauge("c360_subscriptions_active", "Open GraphQL subscriptions", registry=REGISTRY)
+SUBSCRIPTION_GROUPS = Gauge(
+    "c360_subscription_groups",
+    "Shared executions serving identical subscriptions",
+    registry=REGISTRY,
+)
 REJECTED = Counter(
     "c360_requests_rejected_total",
     "Requests refused before execution",

@@ -12,8 +12,14 @@ BINARY = Path(compose.__file__).resolve().parent / "docker-compose"
 
 
 def config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BINARY), "-f", str(path), "config", "-q"], capture_output=True,
-                          text=True, timeout=60, cwd=path.parent, env={"PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(BINARY), "-f", str(path), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=path.parent,
+        env={"PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_docker_compose_config_accepts_the_stack() -> None:
@@ -23,14 +29,28 @@ def test_docker_compose_config_accepts_the_stack() -> None:
 
 def test_the_check_would_catch_a_broken_file(tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text((ROOT / "docker-compose.yml").read_text().replace(
-        "condition: service_healthy", "condition: when_it_feels_like_it", 1))
+    broken.write_text(
+        (ROOT / "docker-compose.yml")
+        .read_text()
+        .replace("condition: service_healthy", "condition: when_it_feels_like_it", 1)
+    )
     assert config(broken).returncode != 0
 
 
 def test_the_stack_has_what_production_needs() -> None:
-    out = subprocess.run([str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config",
-                          "--services"], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
-    assert set(out.stdout.split()) >= {"postgres", "redis", "kafka", "kafka-init", "migrate",
-                                       "gateway"}
+    out = subprocess.run(
+        [str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert set(out.stdout.split()) >= {
+        "postgres",
+        "redis",
+        "kafka",
+        "kafka-init",
+        "migrate",
+        "gateway",
+    }

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from broadcaster._backends.base import BroadcastBackend
 
-from customer360.observability import SUBSCRIPTIONS, get_logger
+from customer360.observability import get_logger
 
 from .pubsub import RESYNC
 from .relay import CHANNEL
@@ -66,11 +66,9 @@ class Hub:
     async def subscribe(self, tenant: str) -> AsyncIterator[Subscriber]:
         sub = Subscriber(tenant)
         self._tenants.setdefault(tenant, set()).add(sub)
-        SUBSCRIPTIONS.inc()
         try:
             yield sub
         finally:
-            SUBSCRIPTIONS.dec()
             group = self._tenants.get(tenant)
             if group is not None:
                 group.discard(sub)

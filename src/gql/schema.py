@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
@@ -14,9 +15,11 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.types.graphql import OperationType
 
 from .context import Context
 from .customers import CustomerQuery
+from .fanout import Fanout, group_key
 from .lifecycle import LifecycleMutation
 from .limits import CodedMaskErrors, HideSuggestions, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
@@ -47,6 +50,52 @@ class RenewSocketState(SchemaExtension):
         yield
 
 
+class Schema(strawberry.Schema):
+    """strawberry's schema, with identical live subscriptions sharing one execution."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fanout = Fanout()
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> Any:
+        key = group_key(query, variable_values, operation_name, context_value)
+        if key is None:
+            return await super().stream(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                operation_extensions,
+                allowed_operation_types,
+            )
+        assert isinstance(context_value, Context)
+        shared = self.fanout.shared_context(context_value)
+
+        async def source() -> Any:
+            return await strawberry.Schema.stream(
+                self,
+                query,
+                variable_values,
+                shared,
+                root_value,
+                operation_name,
+                operation_extensions,
+                allowed_operation_types,
+            )
+
+        return self.fanout.member(key, source)
+
+
 def build_schema(*, introspection: bool = True, suggestions: bool = True) -> strawberry.Schema:
     # The rule classes are made once: the validation cache is keyed by them, so new classes
     # per request would make every request a cache miss.
@@ -66,6 +115,4 @@ def build_schema(*, introspection: bool = True, suggestions: bool = True) -> str
     ]
     if not suggestions:
         extensions.append(HideSuggestions)
-    return strawberry.Schema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
-    )
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

@@ -13,6 +13,7 @@ import strawberry
 from strawberry.types import Info
 
 from customer360.lifecycle import Reason, Source
+from customer360.observability import SUBSCRIPTIONS
 
 from .context import Context
 from .errors import bad_input
@@ -40,7 +41,9 @@ class LifecycleChangeEvent:
     @strawberry.field
     async def customer(self, info: Info[Context, None]) -> Customer:
         ctx = info.context
-        # Read fresh for every event: a socket lives long, a DataLoader cache must not.
+        # Read fresh for every event: a subscription lives long, DataLoader caches must not
+        # (fields below, like metrics, load through them).
+        ctx.renew()
         rows = await ctx.reads.customers_by_id(ctx.tenant_id, [self._customer_id])
         row = rows.get(self._customer_id)
         if row is None:
@@ -135,30 +138,37 @@ class Subscription:
                     return
 
         # Listen first, then replay: what commits meanwhile is queued, and deduplicated.
-        async with ctx.live.subscribe(ctx.tenant_id) as sub:
-            if after is not None:
-                floor = last
-                async for e in replay(last):
-                    yield e
-            else:
-                # A new subscriber wants changes from now on, also when replaying a resync.
-                floor = last = await ctx.reads.last_seq(ctx.tenant_id)
-            while True:
-                try:
-                    message = await asyncio.wait_for(sub.queue.get(), WAKE_SECONDS)
-                except TimeoutError:
-                    ctx.check_not_expired()
-                    continue
-                ctx.check_not_expired()
-                if message.get("slow"):
-                    await ctx.close_socket(4408, "Subscriber too slow")
-                    return
-                if message.get("resync"):
-                    async for e in replay(max(floor, last - RESYNC_WINDOW)):
+        counted = ctx.websocket is not None  # a group's shared run is counted per member
+        if counted:
+            SUBSCRIPTIONS.inc()
+        try:
+            async with ctx.live.subscribe(ctx.tenant_id) as sub:
+                if after is not None:
+                    floor = last
+                    async for e in replay(last):
                         yield e
-                    continue
-                seq, data = message.get("seq"), message["event"]["data"]
-                t = _transition(data)
-                if isinstance(seq, int) and wanted.matches(t) and fresh(seq):
-                    last = max(last, seq)
-                    yield event(t, seq)
+                else:
+                    # A new subscriber wants changes from now on, also when replaying a resync.
+                    floor = last = await ctx.reads.last_seq(ctx.tenant_id)
+                while True:
+                    try:
+                        message = await asyncio.wait_for(sub.queue.get(), WAKE_SECONDS)
+                    except TimeoutError:
+                        ctx.check_not_expired()
+                        continue
+                    ctx.check_not_expired()
+                    if message.get("slow"):
+                        await ctx.close_socket(4408, "Subscriber too slow")
+                        return
+                    if message.get("resync"):
+                        async for e in replay(max(floor, last - RESYNC_WINDOW)):
+                            yield e
+                        continue
+                    seq, data = message.get("seq"), message["event"]["data"]
+                    t = _transition(data)
+                    if isinstance(seq, int) and wanted.matches(t) and fresh(seq):
+                        last = max(last, seq)
+                        yield event(t, seq)
+        finally:
+            if counted:
+                SUBSCRIPTIONS.dec()

@@ -27,7 +27,9 @@ async def test_readyz_reports_each_backend(http) -> None:
 
 async def test_readyz_is_503_when_redis_does_not_answer(settings) -> None:
     # given a gateway whose Redis URL points at a port nobody listens on
-    dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    dead = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "kafka_bootstrap": "off"}
+    )
     async with run_server(create_app(dead)) as url, httpx.AsyncClient(base_url=url) as c:
         resp = await c.get("/readyz")
     assert resp.status_code == 503

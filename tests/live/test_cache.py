@@ -70,7 +70,8 @@ async def test_another_gateway_process_catches_up_within_a_second(
     cid = await make_customer()
     await settled(engine, api.tenant)
     async with (
-        run_server(create_app(settings)) as other_url,
+        # Kafka off: a second consumer in the group would rebalance the session gateway's
+        run_server(create_app(settings.model_copy(update={"kafka_bootstrap": "off"}))) as other_url,
         httpx.AsyncClient(base_url=other_url) as other_http,
     ):
         other = Api(other_http, api.tenant)
@@ -119,7 +120,9 @@ async def test_reads_fall_back_to_postgresql_when_redis_is_down(
     settings, api, make_customer
 ) -> None:
     cid = await make_customer()
-    dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    dead = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "kafka_bootstrap": "off"}
+    )
     async with run_server(create_app(dead)) as url, httpx.AsyncClient(base_url=url) as http:
         down = Api(http, api.tenant)
         assert await stage(down, cid) == "Prospect"

@@ -7,6 +7,7 @@ seed spec's 2 seconds; what a socket missed is replayed from history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -368,3 +369,32 @@ async def test_every_committed_change_reaches_the_audit_topic_in_order(
     finally:
         await audit.stop()
     assert versions == [1, 2, 3, 4, 5]  # creation, then four moves, one partition, in order
+
+
+async def test_identical_subscriptions_share_one_execution(
+    server, api, make_customer, engine, http
+) -> None:
+    def gauge(text_: str, name: str) -> float:
+        line = next(ln for ln in text_.splitlines() if ln.startswith(name + " "))
+        return float(line.split()[1])
+
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(connect(server.url, auth(api))) for _ in range(3)
+        ]
+        for ws in sockets:
+            await ws.subscribe(SUB, {"stage": "Active"})
+        await asyncio.sleep(0.3)
+        metrics = (await http.get("/metrics")).text
+        assert gauge(metrics, "c360_subscriptions_active") == 3
+        assert gauge(metrics, "c360_subscription_groups") == 1
+        await api.patch(cid, {"stage": "Active"})
+        got = [(await ws.events(1))[0] for ws in sockets]
+    assert len({e["transition"]["id"] for e in got}) == 1
+    assert all(e["entered"] for e in got)
+    await asyncio.sleep(0.2)
+    metrics = (await http.get("/metrics")).text
+    assert gauge(metrics, "c360_subscriptions_active") == 0
+    assert gauge(metrics, "c360_subscription_groups") == 0

@@ -1,0 +1,157 @@
+"""Shared execution for identical live subscriptions.
+
+Sockets subscribed with the same document and variables, in the same tenant and with the
+same permissions, receive the same results; executing the selection set once per socket for
+every event made one event cost about a millisecond per socket. A group runs one strawberry
+subscription and hands each result to every member's bounded queue; strawberry still frames
+and writes each socket. Subscriptions that resume with `after` replay their own history and
+stay on the per-socket path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+from graphql import (
+    FieldNode,
+    NullValueNode,
+    OperationDefinitionNode,
+    OperationType,
+    VariableNode,
+    parse,
+)
+from graphql.error import GraphQLSyntaxError
+
+from customer360.observability import SUBSCRIPTION_GROUPS, SUBSCRIPTIONS
+
+from .context import Context
+
+MEMBER_QUEUE = 256
+FIELD = "lifecycleChanged"
+_END, _SLOW = object(), object()
+GroupKey = tuple[str, frozenset[str], str, bytes, str | None]
+Source = Callable[[], Awaitable[AsyncGenerator[Any, None]]]
+
+
+@functools.lru_cache(maxsize=512)
+def _shareable(query: str, operation_name: str | None) -> tuple[bool, str | None]:
+    """Whether the document is one `lifecycleChanged` root field that every member would see
+    alike, and the variable that carries its `after`, if one does (a literal `after` is not
+    shareable: it asks for a replay of its own)."""
+    try:
+        doc = parse(query)
+    except GraphQLSyntaxError:
+        return False, None
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        ops = [o for o in ops if o.name is not None and o.name.value == operation_name]
+    if len(ops) != 1 or ops[0].operation is not OperationType.SUBSCRIPTION:
+        return False, None
+    fields = ops[0].selection_set.selections
+    if len(fields) != 1 or not isinstance(fields[0], FieldNode):
+        return False, None
+    root = fields[0]
+    if root.name.value != FIELD:
+        return False, None
+    after = next((a for a in root.arguments or () if a.name.value == "after"), None)
+    if after is None:
+        return True, None
+    if isinstance(after.value, VariableNode):
+        return True, after.value.name.value
+    return isinstance(after.value, NullValueNode), None
+
+
+def group_key(
+    query: str | None, variables: dict[str, Any] | None, operation_name: str | None, ctx: Any
+) -> GroupKey | None:
+    if not isinstance(ctx, Context) or ctx.websocket is None or ctx._principal is None:
+        return None
+    if query is None:
+        return None
+    ok, after_variable = _shareable(query, operation_name)
+    if not ok or (after_variable is not None and (variables or {}).get(after_variable)):
+        return None
+    p = ctx._principal
+    perms = frozenset(str(x) for x in p.permissions)
+    return (
+        p.tenant_id,
+        perms,
+        query,
+        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+        operation_name,
+    )
+
+
+@dataclass(eq=False)
+class _Group:
+    members: set[asyncio.Queue[Any]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class Fanout:
+    def __init__(self) -> None:
+        self.groups: dict[GroupKey, _Group] = {}
+
+    def shared_context(self, ctx: Context) -> Context:
+        """The group's own context: no socket, and a principal whose expiry is each member's
+        own business (every socket is closed at its own token's expiry)."""
+        assert ctx._principal is not None
+        forever = replace(ctx._principal, expires_at=2**62)
+        return Context(
+            reads=ctx.reads, engine=ctx.engine, loaders=ctx.loaders, hub=ctx.hub, _principal=forever
+        )
+
+    async def member(self, key: GroupKey, source: Source) -> AsyncGenerator[Any, None]:
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group()
+            group.task = asyncio.create_task(self._run(key, group, source))
+            SUBSCRIPTION_GROUPS.inc()
+        queue: asyncio.Queue[Any] = asyncio.Queue(MEMBER_QUEUE)
+        group.members.add(queue)
+        SUBSCRIPTIONS.inc()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END or item is _SLOW:
+                    return
+                yield item
+        finally:
+            SUBSCRIPTIONS.dec()
+            group.members.discard(queue)
+            if not group.members and group.task is not None:
+                group.task.cancel()
+
+    async def _run(self, key: GroupKey, group: _Group, source: Source) -> None:
+        try:
+            results = await source()
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    for queue in list(group.members):
+                        try:
+                            queue.put_nowait(result)
+                        except asyncio.QueueFull:
+                            # A socket that cannot keep up is let go, not buffered forever.
+                            group.members.discard(queue)
+                            _replace_last(queue, _SLOW)
+        finally:
+            if self.groups.get(key) is group:
+                del self.groups[key]
+            SUBSCRIPTION_GROUPS.dec()
+            for queue in list(group.members):
+                _replace_last(queue, _END)
+
+
+def _replace_last(queue: asyncio.Queue[Any], item: object) -> None:
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(item)
+        return
+    with contextlib.suppress(asyncio.QueueEmpty):
+        queue.get_nowait()
+    queue.put_nowait(item)
