@@ -28,6 +28,7 @@ from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
 
 log = get_logger("customer360.relay")
 CHANNEL = "c360:lifecycle"
+RETENTION_DAYS = 7
 NOTIFY_CHANNEL = "c360_outbox"
 
 
@@ -159,10 +160,14 @@ class OutboxRelay:
                         workers.append(asyncio.create_task(self._work(sink)))
                 await asyncio.sleep(self.poll_seconds)
                 await raw.fetchval("SELECT 1")  # notice a dead connection
+            ticks = 0
             while True:
                 await asyncio.sleep(5.0)
                 await raw.fetchval("SELECT 1")
                 await self._gauge(conn)
+                ticks += 1
+                if ticks % 60 == 1:  # about every five minutes
+                    await self.sweep(conn)
         finally:
             for w in workers:
                 w.cancel()
@@ -192,6 +197,20 @@ class OutboxRelay:
             if n < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
+
+    async def sweep(self, conn: AsyncConnection) -> int:
+        """Forget rows every configured sink published, once they are a week old (a sink
+        that is not configured, Kafka when `off`, does not hold rows back)."""
+        done = " AND ".join(f"{s.column} IS NOT NULL" for s in self.sinks) or "true"
+        result = await conn.execute(
+            text(
+                f"DELETE FROM outbox WHERE created_at < now() - make_interval(days => :days) "  # noqa: S608
+                f"AND {done}"
+            ),
+            {"days": RETENTION_DAYS},
+        )
+        await conn.commit()
+        return int(result.rowcount or 0)
 
     async def _gauge(self, conn: AsyncConnection) -> None:
         cond = " OR ".join(f"{s.column} IS NULL" for s in self.sinks) or "false"

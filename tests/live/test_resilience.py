@@ -200,3 +200,39 @@ def test_a_slow_subscriber_is_marked_and_memory_stays_bounded() -> None:
     assert sub.queue.qsize() == QUEUE_SIZE
     messages = [sub.queue.get_nowait() for _ in range(QUEUE_SIZE)]
     assert messages[-1] == {"slow": True}
+
+
+async def test_the_sweep_forgets_only_what_every_configured_sink_published(
+    engine: AsyncEngine, tenant: str
+) -> None:
+    from customer360.events.relay import KafkaSink, OutboxRelay, RedisSink
+
+    async with engine.begin() as c:
+        await c.execute(
+            text(
+                "INSERT INTO outbox (tenant_id, topic, key, payload, created_at, published_at, "
+                "redis_published_at) VALUES "
+                "(:t, 'x', 'old-both', '{}', now() - interval '8 days', now(), now()), "
+                "(:t, 'x', 'old-redis-only', '{}', now() - interval '8 days', NULL, now()), "
+                "(:t, 'x', 'new-both', '{}', now(), now(), now())"
+            ),
+            {"t": tenant},
+        )
+
+    async def keys() -> set[str]:
+        async with engine.connect() as c:
+            return {
+                r[0]
+                for r in await c.execute(
+                    text("SELECT key FROM outbox WHERE tenant_id=:t"), {"t": tenant}
+                )
+            }
+
+    with_kafka = OutboxRelay(engine, [KafkaSink(None), RedisSink(None)])  # type: ignore[arg-type]
+    async with engine.connect() as c:
+        await with_kafka.sweep(c)
+    assert await keys() == {"old-redis-only", "new-both"}
+    kafka_off = OutboxRelay(engine, [RedisSink(None)])  # type: ignore[arg-type]
+    async with engine.connect() as c:
+        await kafka_off.sweep(c)
+    assert await keys() == {"new-both"}
