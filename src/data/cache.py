@@ -161,13 +161,17 @@ class Cache:
             log.warning("cache unavailable", error=type(exc).__name__)
 
 
-def invalidate(pipe: Any, tenant: str, customer_ids: Iterable[str], *, summary: bool) -> None:
-    """Queue generation bumps on a pipeline (the relay's, driven by the outbox)."""
+def invalidate(
+    pipe: Any, tenant: str, customer_ids: Iterable[str], *, summary: bool, token: str
+) -> None:
+    """Queue generation changes on a pipeline (the relay's, driven by the outbox).
+
+    `token` is unique for ever (the outbox row id), so a generation never comes back: a
+    counter would restart after its key expired and could meet a value stored under the same
+    number before. Generations outlive values (2 x 24 h against 24 h), so a value stored while
+    no generation existed is gone before a generation key can expire back to nothing.
+    """
     for cid in customer_ids:
-        gk = f"{customer_key(tenant, cid)}:gen"
-        pipe.incr(gk)
-        pipe.expire(gk, PROFILE_TTL * 2)
+        pipe.set(f"{customer_key(tenant, cid)}:gen", token, ex=PROFILE_TTL * 2)
     if summary:
-        gk = f"{summary_key(tenant)}:gen"
-        pipe.incr(gk)
-        pipe.expire(gk, PROFILE_TTL * 2)
+        pipe.set(f"{summary_key(tenant)}:gen", token, ex=PROFILE_TTL * 2)

@@ -26,6 +26,7 @@ from .kafka import CONSUMED_TOPICS, GROUP_ID
 
 log = get_logger("customer360.consumer")
 MAX_ERROR = 500
+MAX_TRIES = 5
 
 
 class EventConsumer:
@@ -41,6 +42,8 @@ class EventConsumer:
         self.bootstrap = bootstrap
         self.engine = engine
         self.on_commit = on_commit
+        self._tries: dict[tuple[str, int, int], int] = {}
+        self.retry_base = 0.2
         self.producer = producer
         self.group_id = group_id
 
@@ -90,15 +93,24 @@ class EventConsumer:
             try:
                 await self.apply(record)
             except Exception as exc:
-                log.warning(
-                    "event retry",
-                    topic=record.topic,
-                    offset=record.offset,
-                    error=type(exc).__name__,
-                )
-                consumer.seek(tp, record.offset)
-                await asyncio.sleep(1.0)
-                break
+                where = (record.topic, record.partition, record.offset)
+                tries = self._tries[where] = self._tries.get(where, 0) + 1
+                if tries < MAX_TRIES:
+                    log.warning(
+                        "event retry",
+                        topic=record.topic,
+                        offset=record.offset,
+                        error=type(exc).__name__,
+                        tries=tries,
+                    )
+                    consumer.seek(tp, record.offset)
+                    await asyncio.sleep(min(self.retry_base * 2**tries, 5.0))
+                    break
+                # Not our outage after all (it outlived every retry): the event itself
+                # cannot be applied, and one event must not stop its partition.
+                await self.dead_letter(record, f"failed {tries} times: {type(exc).__name__}")
+                EVENTS_CONSUMED.labels(record.topic, "rejected").inc()
+            self._tries.pop((record.topic, record.partition, record.offset), None)
             done = record.offset + 1
         return done
 

@@ -64,7 +64,10 @@ def _time(doc: Mapping[str, Any], key: str, where: str = "data") -> datetime:
         at = datetime.fromisoformat(raw)
     except ValueError:
         raise EventRejected(f"{where}.{key} is not an ISO 8601 time: {raw[:40]!r}") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if not datetime(1900, 1, 2, tzinfo=UTC) <= at <= datetime(9999, 12, 30, tzinfo=UTC):
+        raise EventRejected(f"{where}.{key} is out of range: {raw[:40]!r}")
+    return at
 
 
 def _customer_id(data: Mapping[str, Any]) -> uuid.UUID:

@@ -81,7 +81,9 @@ class RedisSink:
         # about must not find the old row cached (a pipeline runs in order).
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rows:
-                invalidate(pipe, r.tenant_id, [r.key], summary=r.topic == AUDIT_TOPIC)
+                invalidate(
+                    pipe, r.tenant_id, [r.key], summary=r.topic == AUDIT_TOPIC, token=str(r.id)
+                )
             for r in rows:
                 if r.topic == AUDIT_TOPIC:
                     message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
@@ -128,11 +130,15 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        """Lead when the lock is free, follow otherwise; reconnect after any failure."""
+        """Lead when a lock is free, follow otherwise; reconnect after any failure."""
         while True:
             try:
                 async with self.engine.connect() as conn:
-                    await self._lead(conn)
+                    try:
+                        await self._lead(conn)
+                    finally:
+                        # The lease (session locks, LISTEN) must never return to the pool.
+                        await conn.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -145,8 +151,9 @@ class OutboxRelay:
         await raw.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_all())
         led: set[str] = set()
         workers: list[asyncio.Task[None]] = []
+        ticks = 0
         try:
-            while len(led) < len(self.sinks):
+            while True:
                 for sink in self.sinks:
                     if sink.name in led:
                         continue
@@ -158,16 +165,14 @@ class OutboxRelay:
                         led.add(sink.name)
                         log.info("relay leading", sink=sink.name)
                         workers.append(asyncio.create_task(self._work(sink)))
-                await asyncio.sleep(self.poll_seconds)
-                await raw.fetchval("SELECT 1")  # notice a dead connection
-            ticks = 0
-            while True:
-                await asyncio.sleep(5.0)
-                await raw.fetchval("SELECT 1")
-                await self._gauge(conn)
-                ticks += 1
-                if ticks % 60 == 1:  # about every five minutes
-                    await self.sweep(conn)
+                await asyncio.sleep(self.poll_seconds if len(led) < len(self.sinks) else 5.0)
+                # A lease on a dead connection is no lease: notice within seconds.
+                await asyncio.wait_for(raw.fetchval("SELECT 1"), 5.0)
+                if self.sinks and self.sinks[0].name in led:  # one process keeps the books
+                    await self._gauge(conn)
+                    ticks += 1
+                    if ticks % 60 == 1:  # about every five minutes
+                        await self.sweep(conn)
         finally:
             for w in workers:
                 w.cancel()

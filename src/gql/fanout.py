@@ -28,13 +28,14 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 
-from customer360.observability import SUBSCRIPTION_GROUPS, SUBSCRIPTIONS
+from customer360.observability import SUBSCRIPTION_GROUPS, SUBSCRIPTIONS, get_logger
 
 from .context import Context
 
+log = get_logger("customer360.fanout")
 MEMBER_QUEUE = 256
 FIELD = "lifecycleChanged"
-_END, _SLOW = object(), object()
+_END, _SLOW, _FAILED = object(), object(), object()
 GroupKey = tuple[str, frozenset[str], str, bytes, str | None]
 Source = Callable[[], Awaitable[AsyncGenerator[Any, None]]]
 
@@ -107,7 +108,9 @@ class Fanout:
             reads=ctx.reads, engine=ctx.engine, loaders=ctx.loaders, hub=ctx.hub, _principal=forever
         )
 
-    async def member(self, key: GroupKey, source: Source) -> AsyncGenerator[Any, None]:
+    async def member(
+        self, key: GroupKey, source: Source, close: Callable[[int, str], Awaitable[None]]
+    ) -> AsyncGenerator[Any, None]:
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = _Group()
@@ -119,16 +122,29 @@ class Fanout:
         try:
             while True:
                 item = await queue.get()
-                if item is _END or item is _SLOW:
+                if item is _END:
+                    return
+                if item is _SLOW:
+                    # Close, not complete: a graphql-ws client reconnects after a close.
+                    await close(4408, "Subscriber too slow")
+                    return
+                if item is _FAILED:
+                    await close(1011, "Live updates failed; reconnect")
                     return
                 yield item
         finally:
             SUBSCRIPTIONS.dec()
             group.members.discard(queue)
-            if not group.members and group.task is not None:
-                group.task.cancel()
+            if not group.members:
+                # Gone from the registry at once: a newcomer starts a fresh group rather than
+                # joining one that is being torn down.
+                if self.groups.get(key) is group:
+                    del self.groups[key]
+                if group.task is not None:
+                    group.task.cancel()
 
     async def _run(self, key: GroupKey, group: _Group, source: Source) -> None:
+        ending = _END
         try:
             results = await source()
             async with contextlib.aclosing(results):
@@ -140,12 +156,17 @@ class Fanout:
                             # A socket that cannot keep up is let go, not buffered forever.
                             group.members.discard(queue)
                             _replace_last(queue, _SLOW)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("subscription group failed", error=type(exc).__name__)
+            ending = _FAILED
         finally:
             if self.groups.get(key) is group:
                 del self.groups[key]
             SUBSCRIPTION_GROUPS.dec()
             for queue in list(group.members):
-                _replace_last(queue, _END)
+                _replace_last(queue, ending)
 
 
 def _replace_last(queue: asyncio.Queue[Any], item: object) -> None:

@@ -93,7 +93,7 @@ class Schema(strawberry.Schema):
                 allowed_operation_types,
             )
 
-        return self.fanout.member(key, source)
+        return self.fanout.member(key, source, context_value.close_socket)
 
 
 def build_schema(*, introspection: bool = True, suggestions: bool = True) -> strawberry.Schema:

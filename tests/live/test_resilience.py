@@ -236,3 +236,82 @@ async def test_the_sweep_forgets_only_what_every_configured_sink_published(
     async with engine.connect() as c:
         await kafka_off.sweep(c)
     assert await keys() == {"new-both"}
+
+
+async def test_an_out_of_range_time_is_rejected_not_retried(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    from customer360.events.handlers import EventRejected
+
+    cid = await make_customer()
+    ev = event(
+        "contract.renewed",
+        tenant,
+        {"customer_id": str(cid), "contract_id": "K", "renewed_at": "9999-12-31T23:59:59-01:00"},
+    )
+    with pytest.raises(EventRejected, match="out of range"):
+        await handle_event(SqlUnitOfWork(engine), ev)
+
+
+class _Seeks:
+    def __init__(self) -> None:
+        self.seeks: list[int] = []
+
+    def seek(self, tp: object, offset: int) -> None:
+        self.seeks.append(offset)
+
+
+async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
+    engine: AsyncEngine, tenant: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka import TopicPartition
+
+    import customer360.events.consumer as consumer_module
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("fails every time, whatever the database does")
+
+    monkeypatch.setattr(consumer_module, "handle_event", broken)
+    marker = uuid.uuid4().hex
+    record = ConsumerRecord(
+        "customer.updated",
+        0,
+        7,
+        0,
+        0,
+        None,
+        json.dumps({"type": "customer.updated", "marker": marker}).encode(),
+        None,
+        0,
+        0,
+        (),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        consumer = EventConsumer(kafka_bootstrap, engine, producer)
+        consumer.retry_base = 0.001
+        fake = _Seeks()
+        tp = TopicPartition("customer.updated", 0)
+        outcomes = [await consumer._partition(fake, tp, [record]) for _ in range(5)]  # type: ignore[arg-type]
+    finally:
+        await producer.stop()
+    assert outcomes == [None, None, None, None, 8]  # retried four times, then moved on
+    assert fake.seeks == [7, 7, 7, 7]
+    dlq = AIOKafkaConsumer(
+        "customer.updated.dlq",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await dlq.start()
+    found = None
+    try:
+        deadline = time.monotonic() + 15
+        while found is None and time.monotonic() < deadline:
+            for records in (await dlq.getmany(timeout_ms=500)).values():
+                found = next((r for r in records if marker.encode() in r.value), found)
+    finally:
+        await dlq.stop()
+    assert found is not None
+    assert dict(found.headers)["dlq.error"].startswith(b"failed 5 times")
