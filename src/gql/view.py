@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -118,12 +119,35 @@ async def _close_at_expiry(context: Context, expires_at: int) -> None:
         await asyncio.sleep(min(left, 30.0))
 
 
+_ENCODED: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
+_ENCODED_MAX = 256
+
+
+def _encode_frame(message: Mapping[str, object]) -> str:
+    """A `next` frame whose data object was encoded before (members of one subscription group
+    share the same result) reuses those bytes: one encode per group, not per socket."""
+    payload = message.get("payload")
+    if message.get("type") != "next" or not isinstance(payload, dict) or set(payload) != {"data"}:
+        return orjson.dumps(message).decode()
+    data = payload["data"]
+    hit = _ENCODED.get(id(data))
+    if hit is not None and hit[0] is data:
+        encoded = hit[1]
+    else:
+        encoded = orjson.dumps(data)
+        _ENCODED[id(data)] = (data, encoded)  # holding `data` keeps its id from being reused
+        if len(_ENCODED) > _ENCODED_MAX:
+            _ENCODED.popitem(last=False)
+    head = orjson.dumps(message.get("id")).decode()
+    return f'{{"id":{head},"type":"next","payload":{{"data":{encoded.decode()}}}}}'
+
+
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
     """graphql-ws clients read text frames only; our orjson encoder yields bytes."""
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         try:
-            await self.ws.send_text(orjson.dumps(message).decode())
+            await self.ws.send_text(_encode_frame(message))
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
