@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +96,9 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def _check(coro: object) -> str:
+async def _check(coro: Awaitable[object]) -> str:
     try:
-        await asyncio.wait_for(coro, timeout=2.0)  # type: ignore[arg-type]
+        await asyncio.wait_for(coro, timeout=2.0)
     except Exception as exc:
         return f"error: {type(exc).__name__}"
     return "ok"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,8 +24,6 @@ from customer360.lifecycle import (
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 
 from .cloudevents import AUDIT_TOPIC, audit_event
-
-IDEMPOTENCY_TTL = timedelta(hours=24)
 
 _CONFIG = text(
     "SELECT version, config, updated_at, updated_by FROM stage_configs "

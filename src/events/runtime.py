@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -18,7 +18,7 @@ from .consumer import EventConsumer
 from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
-from .relay import KafkaSink, OutboxRelay, RedisSink, Sink
+from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
 
 log = get_logger("customer360.runtime")
 
@@ -72,10 +72,10 @@ class LazyKafkaSink:
     def __init__(self, link: KafkaLink) -> None:
         self.link = link
 
-    async def publish(self, rows: object) -> None:
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
         if self.link.producer is None:
             raise ConnectionError("kafka not connected yet")
-        await KafkaSink(self.link.producer).publish(rows)  # type: ignore[arg-type]
+        await KafkaSink(self.link.producer).publish(rows)
 
 
 def kafka_bootstrap(settings: Settings) -> str | None:
