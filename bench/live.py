@@ -114,7 +114,7 @@ async def main() -> None:
         rows = (
             await c.execute(
                 text(
-                    "SELECT id::text, stage FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 400"
+                    "SELECT id::text, stage FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 2000"
                 ),
                 {"t": TENANT},
             )
@@ -174,6 +174,7 @@ async def main() -> None:
                     " { transition { id } } }"
                 )
                 mutation_ids = []
+                started = time.monotonic()
                 for n in range(args.changes):
                     customer, stage = movers[n]
                     r = await http.post(
@@ -188,12 +189,14 @@ async def main() -> None:
                     if t:
                         mutation_ids.append(t["id"])
                     await asyncio.sleep(args.interval)
+                rates = {"mutation": args.changes / (time.monotonic() - started)}
                 await asyncio.sleep(args.settle)
                 mutation_lat = [x for i in mutation_ids for x in got.get(i, [])]
                 # Kafka: renewals move Prospect/Onboarded customers to Active by the default rule
                 before = set(got)
                 producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
                 await producer.start()
+                started = time.monotonic()
                 for cid in renewable[: args.changes]:
                     ev = {
                         "specversion": "1.0",
@@ -212,6 +215,7 @@ async def main() -> None:
                         "contract.renewed", json.dumps(ev).encode(), key=cid.encode()
                     )
                     await asyncio.sleep(args.interval)
+                rates["kafka event"] = args.changes / (time.monotonic() - started)
                 await producer.stop()
                 await asyncio.sleep(args.settle)
                 kafka_ids = [i for i in got if i not in before]
@@ -224,7 +228,7 @@ async def main() -> None:
             ):
                 expected = len(ids_) * args.sockets
                 print(
-                    f"{name}: {len(ids_)} changes x {args.sockets} sockets, "
+                    f"{name}: {len(ids_)} changes at {rates[name]:.1f}/s x {args.sockets} sockets, "
                     f"delivery ratio {len(lat) / expected if expected else 0:.4f}, "
                     f"p50 {pct(lat, 50) * 1000:.0f} ms, p99 {pct(lat, 99) * 1000:.0f} ms, "
                     f"max {max(lat, default=0) * 1000:.0f} ms"
