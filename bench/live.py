@@ -114,7 +114,8 @@ async def main() -> None:
         rows = (
             await c.execute(
                 text(
-                    "SELECT id::text, stage FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 2000"
+                    "SELECT id::text, stage FROM customers WHERE tenant_id=:t "
+                    "ORDER BY id LIMIT 2000"
                 ),
                 {"t": TENANT},
             )
