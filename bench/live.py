@@ -132,6 +132,7 @@ async def main() -> None:
             "C360_KAFKA_BOOTSTRAP": bootstrap,
             "C360_JWT_SECRET": SECRET,
             "C360_LOG_LEVEL": "WARNING",
+            "C360_RATE_LIMIT": "100000000",  # one bench user makes far more than 1000 updates
         }
         proc = subprocess.Popen(  # noqa: ASYNC220 - runs beside the benchmark
             [sys.executable, "-m", "customer360.cli", "serve", "--port", str(port)], env=env

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer360 import rest
+from customer360.auth.ratelimit import RateLimiter
 from customer360.auth.tokens import TokenVerifier
 from customer360.data.cache import Cache
 from customer360.data.db import make_engine
@@ -45,6 +46,7 @@ class Services:
     reads: Reads
     hub: Hub
     kafka: KafkaLink | None
+    limiter: RateLimiter
 
 
 class BodyLimit:
@@ -178,7 +180,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with background(settings, engine, redis, reads.note_written) as (hub, kafka):
                 app.state.services = Services(
-                    settings, engine, redis, TokenVerifier(settings), reads, hub, kafka
+                    settings,
+                    engine,
+                    redis,
+                    TokenVerifier(settings),
+                    reads,
+                    hub,
+                    kafka,
+                    RateLimiter(redis, settings.rate_limit),
                 )
                 log.info("started", env=settings.env, kafka=kafka is not None)
                 yield

@@ -13,9 +13,10 @@ from starlette.routing import Route
 
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError, Permission, Principal, act_in_tenant
+from customer360.auth.ratelimit import change_within_limit
 from customer360.data.cloudevents import iso
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, Code, DomainError, Reason, Source, change_stage
+from customer360.lifecycle import ChangeStage, Code, DomainError, Reason, Source
 from customer360.lifecycle.service import MAX_TEXT
 
 STATUS = {
@@ -139,17 +140,20 @@ async def patch_lifecycle(request: Request) -> Response:
             expected_version=if_match if if_match is not None else expected,
             idempotency_key=key,
         )
-        try:
-            services = request.app.state.services
-            uow = SqlUnitOfWork(services.engine, on_commit=services.reads.note_written)
-            result = await change_stage(uow, cmd)
-        except DomainError as err:
-            status = STATUS[err.code]
-            if err.reason is Reason.IDEMPOTENCY_KEY_REUSED:
+        services = request.app.state.services
+        uow = SqlUnitOfWork(services.engine, on_commit=services.reads.note_written)
+        (outcome,), retry_after = await change_within_limit(services.limiter, uow, [cmd])
+        if isinstance(outcome, DomainError):
+            status = STATUS[outcome.code]
+            headers = {}
+            if outcome.reason is Reason.IDEMPOTENCY_KEY_REUSED:
                 status = 422
-            elif err.code is Code.CONFLICT and if_match is not None:
+            elif outcome.code is Code.CONFLICT and if_match is not None:
                 status = 412
-            raise RestError(status, err) from None
+            elif outcome.code is Code.RATE_LIMITED:
+                headers["Retry-After"] = str(max(retry_after, 1))
+            raise RestError(status, outcome, headers)
+        result = outcome
     except RestError as err:
         return err.response()
     return JSONResponse(

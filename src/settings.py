@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     introspection: bool | None = None
     suggestions: bool | None = None
 
+    rate_limit: int = 1000
     data_dir: Path = Path(".c360")
     db_pool_size: int = 10
     db_max_overflow: int = 10

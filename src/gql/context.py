@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,11 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from customer360.auth.principal import Permission, Principal
+from customer360.auth.ratelimit import RateLimiter, change_within_limit
 from customer360.data.queries import Reads
 from customer360.data.uow import SqlUnitOfWork
 from customer360.events.hub import Hub
-from customer360.lifecycle import Code, StageConfig
+from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, StageConfig
 
 from .errors import ApiError, forbidden
 
@@ -55,6 +57,7 @@ class Context:
     engine: AsyncEngine
     loaders: Loaders
     hub: Hub | None = None
+    limiter: RateLimiter | None = None
     websocket: WebSocket | None = None
     _principal: Principal | None = None
     connection_params: dict[str, Any] | None = None
@@ -101,6 +104,13 @@ class Context:
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, on_commit=self.reads.note_written)
+
+    async def change(self, commands: Sequence[ChangeStage]) -> list[ChangeResult | DomainError]:
+        """The write path under the principal's hourly budget."""
+        if self.limiter is None:
+            raise ApiError(Code.INTERNAL_SERVER_ERROR, "No rate limiter")
+        outcomes, _ = await change_within_limit(self.limiter, self.uow(), commands)
+        return outcomes
 
     async def stage_config(self) -> StageConfig:
         """The tenant's configuration, read once per request.

@@ -17,8 +17,6 @@ from customer360.lifecycle import (
     DomainError,
     Reason,
     Source,
-    change_stage,
-    change_stages,
 )
 from customer360.lifecycle.service import check_command
 
@@ -133,11 +131,10 @@ class LifecycleMutation:
         ctx = info.context
         cmd = _command(ctx, input, parse_id(input.customer_id))
         ctx.require(Permission.UPDATE_LIFECYCLE)
-        try:
-            result = await change_stage(ctx.uow(), cmd)
-        except DomainError as err:
-            raise ApiError.from_domain(err) from None
-        return _payload(ctx, result)
+        (outcome,) = await ctx.change([cmd])
+        if isinstance(outcome, DomainError):
+            raise ApiError.from_domain(outcome)
+        return _payload(ctx, outcome)
 
     @strawberry.mutation(
         description="Needs UPDATE_LIFECYCLE. Up to 1000 changes in one call; each succeeds or "
@@ -159,7 +156,7 @@ class LifecycleMutation:
                 outcomes.append(None)
             except ApiError as err:
                 outcomes.append(err)
-        applied = iter(await change_stages(ctx.uow(), commands))
+        applied = iter(await ctx.change(commands))
         outcomes = [next(applied) if o is None else o for o in outcomes]
         results = [_bulk_result(item, o) for item, o in zip(inputs, outcomes, strict=True)]
         ok = sum(1 for r in results if r.success)

@@ -213,6 +213,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 engine=services.engine,
                 loaders=make_loaders(services.reads, ""),
                 hub=services.hub,
+                limiter=services.limiter,
                 websocket=request,
             )
         principal = request.state.principal
@@ -221,6 +222,7 @@ class GraphQLApp(GraphQL[Context, None]):
             engine=services.engine,
             loaders=make_loaders(services.reads, principal.tenant_id),
             hub=services.hub,
+            limiter=services.limiter,
             _principal=principal,
         )
 

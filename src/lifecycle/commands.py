@@ -26,6 +26,8 @@ class ChangeStage:
     reason_code: str | None = None
     expected_version: int | None = None
     idempotency_key: str | None = None
+    # Over the rate limit: only an idempotent replay may be served, nothing may change.
+    replay_only: bool = False
 
     def fingerprint(self) -> str:
         """What a replay must repeat to count as the same request."""

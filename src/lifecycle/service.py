@@ -17,7 +17,7 @@ from .commands import (
     Transition,
 )
 from .config import ConfigProposal, StageConfig
-from .errors import DomainError, Reason, bad_input, conflict, not_found
+from .errors import Code, DomainError, Reason, bad_input, conflict, not_found
 from .ports import UnitOfWork
 
 MAX_BULK = 1000
@@ -70,6 +70,11 @@ def _decide(
     now: datetime,
 ) -> tuple[ChangeResult, Transition | None]:
     check_command(cmd)
+    if cmd.replay_only:
+        first = stored.get(cmd.idempotency_key) if cmd.idempotency_key is not None else None
+        if first is None or first.fingerprint != cmd.fingerprint():
+            raise DomainError(Code.RATE_LIMITED, "Over the limit of lifecycle updates per hour")
+        return replace(first.result, replayed=True), None
     state = states.get(cmd.customer_id)
     if state is None:
         raise not_found()

@@ -26,6 +26,7 @@ from customer360.devstack import embedded_kafka, embedded_redis, free_port
 from customer360.events.consumer import EventConsumer
 from customer360.events.handlers import handle_event
 from customer360.events.hub import QUEUE_SIZE, Subscriber
+from customer360.lifecycle import ChangeStage, Source, change_stage
 from customer360.settings import Settings
 from tests.conftest import Api, created_event, event, run_server
 from tests.live.test_live import SUB, wait_for
@@ -136,10 +137,19 @@ async def test_a_subscriber_misses_nothing_when_redis_restarts(
                 await asyncio.sleep(0.3)
                 await api.patch(cid, {"stage": "Onboarded"})
                 (first,) = await ws.events(1)
-                # Redis goes away; changes keep committing
+                # Redis goes away: user updates are refused (the rate limit fails closed),
+                # changes from events keep committing through the one write path
                 redis.__exit__(None, None, None)
+                refused = await api.patch(cid, {"stage": "Active"})
+                assert refused.status_code == 429 and refused.headers["Retry-After"]
+                assert refused.json()["error"]["code"] == "RATE_LIMITED"
                 for stage in ("Active", "Onboarded"):
-                    assert (await api.patch(cid, {"stage": stage})).status_code == 200
+                    await change_stage(
+                        SqlUnitOfWork(engine),
+                        ChangeStage(
+                            api.tenant, uuid.UUID(cid), stage, "crm", Source.EVENT_LISTENER
+                        ),
+                    )
                 # and comes back on the same address
                 redis = embedded_redis(tmp_path, port)
                 redis.__enter__()

@@ -1,0 +1,115 @@
+"""1000 lifecycle updates per (tenant, sub) in any rolling hour, across every process.
+
+A sliding window in Redis (a sorted set of reservation ids scored by time), checked and
+reserved in one Lua call. Slots are reserved before a write and handed back for what was
+refused or replayed, so only accepted changes count. If Redis cannot answer, updates are
+refused (fail closed); reads never ask.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from customer360.lifecycle import ChangeResult, ChangeStage, DomainError, change_stages
+from customer360.lifecycle.ports import UnitOfWork
+
+WINDOW_SECONDS = 3600
+DEFAULT_LIMIT = 1000
+
+# KEYS[1]: the window; ARGV: now, window, limit, then the new reservation ids.
+_RESERVE = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+local want = #ARGV - 3
+local grant = math.max(math.min(want, limit - used), 0)
+for i = 4, 3 + grant do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+if grant > 0 then redis.call('EXPIRE', KEYS[1], window) end
+local retry = 0
+if grant < want then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  retry = window
+  if oldest[2] then retry = math.max(math.ceil(tonumber(oldest[2]) + window - now), 1) end
+end
+return {grant, retry}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Slots granted to the first `len(ids)` of the requested changes (maybe fewer than
+    asked); `retry_after` seconds until a slot frees when not all were granted."""
+
+    ids: tuple[str, ...]
+    retry_after: int = 0
+    unavailable: bool = False
+
+
+class RateLimiter:
+    def __init__(
+        self, redis: aioredis.Redis, limit: int = DEFAULT_LIMIT, window: int = WINDOW_SECONDS
+    ) -> None:
+        self.redis = redis
+        self.limit = limit
+        self.window = window
+        self._reserve = redis.register_script(_RESERVE)
+
+    @staticmethod
+    def key(tenant: str, subject: str) -> str:
+        return f"c360:v1:rl:{tenant}:{subject}"
+
+    async def reserve(self, tenant: str, subject: str, n: int) -> Reservation:
+        ids = tuple(uuid.uuid4().hex for _ in range(n))
+        if n == 0:
+            return Reservation(())
+        try:
+            granted, retry = await self._reserve(
+                keys=[self.key(tenant, subject)],
+                args=[time.time(), self.window, self.limit, *ids],
+            )
+        except (RedisError, OSError):
+            return Reservation((), retry_after=5, unavailable=True)
+        return Reservation(ids[: int(granted)], retry_after=int(retry))
+
+    async def release(self, tenant: str, subject: str, ids: Sequence[str]) -> None:
+        """Hand back slots of what was refused or replayed (best effort)."""
+        if not ids:
+            return
+        try:
+            await self.redis.zrem(self.key(tenant, subject), *ids)
+        except (RedisError, OSError):
+            pass
+
+
+async def change_within_limit(
+    limiter: RateLimiter, uow: UnitOfWork, commands: Sequence[ChangeStage]
+) -> tuple[list[ChangeResult | DomainError], int]:
+    """Run one principal's commands through the write path under its hourly budget.
+
+    Commands past the budget may only replay (their idempotency key's first result). Returns
+    the outcomes and, when some were refused for the budget, seconds until a slot frees.
+    """
+    if not commands:
+        return [], 0
+    tenant, actor = commands[0].tenant_id, commands[0].actor
+    reservation = await limiter.reserve(tenant, actor, len(commands))
+    granted = len(reservation.ids)
+    runs = [c if i < granted else replace(c, replay_only=True) for i, c in enumerate(commands)]
+    try:
+        outcomes = await change_stages(uow, runs)
+    except BaseException:
+        await limiter.release(tenant, actor, reservation.ids)
+        raise
+    unused = [
+        rid
+        for rid, outcome in zip(reservation.ids, outcomes, strict=False)
+        if isinstance(outcome, DomainError) or outcome.replayed
+    ]
+    await limiter.release(tenant, actor, unused)
+    return outcomes, reservation.retry_after
