@@ -179,11 +179,18 @@ class SqlLifecycleRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.recorded: list[Transition] = []
+        # Configurations read under this transaction's lock: they cannot change until commit.
+        self._held: dict[str, StageConfig] = {}
 
     async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
-        if for_write:
-            await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
-        return await load_stage_config(self.conn, tenant_id)
+        held = self._held.get(tenant_id)
+        if held is not None:
+            return held
+        if not for_write:
+            return await load_stage_config(self.conn, tenant_id)
+        await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
+        config = self._held[tenant_id] = await load_stage_config(self.conn, tenant_id)
+        return config
 
     async def lock_config(self, tenant_id: str) -> None:
         await self.conn.execute(_CONFIG_EXCLUSIVE, {"t": tenant_id})
@@ -209,6 +216,7 @@ class SqlLifecycleRepository:
                 "by": config.updated_by,
             },
         )
+        self._held[tenant_id] = config
 
     async def lock_customers(
         self, tenant_id: str, ids: Sequence[uuid.UUID]

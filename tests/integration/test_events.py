@@ -220,3 +220,30 @@ async def test_a_customer_of_another_tenant_is_unknown(
         await apply(
             engine, event("customer.updated", tenant, {"customer_id": str(cid), "name": "x"})
         )
+
+
+async def test_one_event_reads_and_locks_the_configuration_once(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    from sqlalchemy import event as sa_event
+
+    cid = await make_customer()
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "stage_configs" in statement or "pg_advisory_xact_lock_shared" in statement:
+            seen.append(statement)
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await apply(
+            engine,
+            event(
+                "contract.renewed",
+                tenant,
+                {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-01T10:00:00Z"},
+            ),
+        )
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert len(seen) == 2  # the shared lock, then the configuration; the move reuses both
