@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -26,15 +23,12 @@ from pathlib import Path
 import httpx
 import websockets
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import make_url, text
+from common import backend_args, bench_database, pct, serving, token  # bench/common.py
+from sqlalchemy import text
 
-from customer360.auth.tokens import issue_dev_token
 from customer360.data.db import make_engine
-from customer360.data.migrate import upgrade_async
-from customer360.data.seed import seed, tenant_has_customers
-from customer360.devstack import embedded_kafka, free_port
+from customer360.devstack import embedded_kafka
 
-SECRET = "bench-secret-0123456789-0123456789-0123456789"
 TENANT = "live"
 SUB = json.dumps(
     {
@@ -52,20 +46,14 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
-
-
 async def socket(
-    url: str, token: str, ready: asyncio.Event, got: dict[str, list[float]], opened: list[int]
+    url: str, bearer: str, ready: asyncio.Event, got: dict[str, list[float]], opened: list[int]
 ) -> None:
     async with websockets.connect(
         url, subprotocols=["graphql-transport-ws"], compression=None, max_queue=None
     ) as ws:
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-        )
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
+        await ws.send(json.dumps(init))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(SUB)
         opened.append(1)
@@ -82,33 +70,14 @@ async def socket(
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--database",
-        default=os.environ.get(
-            "C360_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    ap.add_argument(
-        "--redis", default=os.environ.get("C360_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
+    backend_args(ap)
     ap.add_argument("--sockets", type=int, default=1000)
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--settle", type=float, default=8.0, help="seconds to wait for frames")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between changes")
     args = ap.parse_args()
-    url = make_url(args.database).set(database="c360_bench").render_as_string(hide_password=False)
-    admin = make_engine(args.database)
-    async with admin.connect() as c:
-        await c.execute(text("COMMIT"))
-        if not (
-            await c.execute(text("SELECT 1 FROM pg_database WHERE datname='c360_bench'"))
-        ).first():
-            await c.execute(text("CREATE DATABASE c360_bench"))
-    await admin.dispose()
-    await upgrade_async(url)
+    url = await bench_database(args.database, TENANT, 2000)
     engine = make_engine(url)
-    if not await tenant_has_customers(engine, TENANT):
-        await seed(engine, TENANT, 2000)
     # Targets chosen from the current stages, so every change is a real move (no no-ops).
     async with engine.connect() as c:
         rows = (
@@ -124,38 +93,9 @@ async def main() -> None:
     renewable = [cid for cid, stage in rows[200:] if stage != "Active"]
     await engine.dispose()
     with embedded_kafka() as bootstrap:
-        port = free_port()
-        env = {
-            **os.environ,
-            "C360_DATABASE_URL": url,
-            "C360_REDIS_URL": args.redis,
-            "C360_KAFKA_BOOTSTRAP": bootstrap,
-            "C360_JWT_SECRET": SECRET,
-            "C360_LOG_LEVEL": "WARNING",
-            "C360_RATE_LIMIT": "100000000",  # one bench user makes far more than 1000 updates
-        }
-        proc = subprocess.Popen(  # noqa: ASYNC220 - runs beside the benchmark
-            [sys.executable, "-m", "customer360.cli", "serve", "--port", str(port)], env=env
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            token = issue_dev_token(
-                SECRET,
-                sub="bench",
-                tenant=TENANT,
-                roles=["ROLE_ACCOUNT_MANAGER"],
-                issuer="c360-dev",
-                audience="customer360",
-                ttl=3600,
-            )
+        async with serving(url, args.redis, kafka=bootstrap) as (base, proc):
+            tok = token(TENANT)
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                for _ in range(300):
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
                 await asyncio.sleep(3)  # let the consumer group settle
                 idle = rss_kb(proc.pid)
                 got: dict[str, list[float]] = {}
@@ -164,13 +104,13 @@ async def main() -> None:
                 ws_url = base.replace("http", "ws") + "/graphql"
                 tasks = []
                 for _ in range(args.sockets):
-                    tasks.append(asyncio.create_task(socket(ws_url, token, ready, got, opened)))
+                    tasks.append(asyncio.create_task(socket(ws_url, tok, ready, got, opened)))
                     await asyncio.sleep(0.002)
                 while len(opened) < args.sockets:  # noqa: ASYNC110 - a plain poll is enough here
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(2)
                 per_sub = (rss_kb(proc.pid) - idle) / args.sockets
-                headers = {"Authorization": f"Bearer {token}"}
+                headers = {"Authorization": f"Bearer {tok}"}
                 doc = (
                     "mutation($i: UpdateLifecycleStageInput!) { updateLifecycleStage(input: $i)"
                     " { transition { id } } }"
@@ -236,9 +176,6 @@ async def main() -> None:
                     f"max {max(lat, default=0) * 1000:.0f} ms"
                 )
             print(f"memory per idle subscription: {per_sub:.1f} KB (server RSS)")
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 if __name__ == "__main__":

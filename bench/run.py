@@ -10,58 +10,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
 import httpx
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from common import backend_args, bench_database, pct, serving, token  # bench/common.py
+from sqlalchemy import text
 
-from customer360.auth.tokens import issue_dev_token
 from customer360.data.db import make_engine
-from customer360.data.migrate import upgrade_async
-from customer360.data.seed import seed, tenant_has_customers
-from customer360.devstack import free_port
 
-SECRET = "bench-secret-0123456789-0123456789-0123456789"
 TENANT = "bench"
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-async def prepare(server_url: str, customers: int) -> str:
-    url = make_url(server_url).set(database="c360_bench").render_as_string(hide_password=False)
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        exists = (
-            await c.execute(text("SELECT 1 FROM pg_database WHERE datname='c360_bench'"))
-        ).first()
-        if not exists:
-            await c.execute(text("CREATE DATABASE c360_bench"))
-    await admin.dispose()
-    await upgrade_async(url)
+async def prepare(server_url: str, customers: int) -> tuple[str, list[object]]:
+    url = await bench_database(server_url, TENANT, customers)
     engine = make_engine(url)
-    if not await tenant_has_customers(engine, TENANT):
-        t = time.perf_counter()
-        await seed(engine, TENANT, customers, batch=5000)
-        print(f"seeded {customers} customers in {time.perf_counter() - t:.1f}s")
     async with engine.connect() as c:
-        ids = [
-            r[0]
-            for r in await c.execute(
-                text("SELECT id FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 20000"),
-                {"t": TENANT},
-            )
-        ]
+        rows = await c.execute(
+            text("SELECT id FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 20000"),
+            {"t": TENANT},
+        )
+        ids = [r[0] for r in rows]
     await engine.dispose()
     return url, ids
 
@@ -154,15 +127,7 @@ def run_wrk(url: str, script: str, conc: int, seconds: int) -> str:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--database",
-        default=os.environ.get(
-            "C360_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    ap.add_argument(
-        "--redis", default=os.environ.get("C360_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
+    backend_args(ap)
     ap.add_argument("--customers", type=int, default=50_000)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--updates", type=int, default=5000)
@@ -170,81 +135,42 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="c360 serve --workers")
     args = ap.parse_args()
     url, ids = await prepare(args.database, args.customers)
-    port = free_port()
-    env = {
-        **os.environ,
-        "C360_DATABASE_URL": url,
-        "C360_REDIS_URL": args.redis,
-        "C360_JWT_SECRET": SECRET,
-        "C360_LOG_LEVEL": "WARNING",
-        "C360_RATE_LIMIT": "100000000",  # one bench user makes far more than 1000 updates
-    }
-    # The server runs beside this client for the whole benchmark; Popen returns at once.
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [
-            sys.executable,
-            "-m",
-            "customer360.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        env=env,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(
+    async with (
+        serving(url, args.redis, workers=args.workers) as (base, _),
+        httpx.AsyncClient(
             base_url=base, timeout=30, limits=httpx.Limits(max_connections=64)
-        ) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            token = issue_dev_token(
-                SECRET,
-                sub="bench",
-                tenant=TENANT,
-                roles=["ROLE_ACCOUNT_MANAGER"],
-                issuer="c360-dev",
-                audience="customer360",
-            )
-            headers = {"Authorization": f"Bearer {token}"}
-            await latency(client, headers, 200, 4)  # warm-up
-            seq = await latency(client, headers, args.requests // 4, 1)
-            par = await latency(client, headers, args.requests, args.concurrency)
-            ms = lambda xs, p: f"{pct(xs, p) * 1000:.1f} ms"  # noqa: E731
-            print(f"lifecycleSummary, 1 client:  p50 {ms(seq, 50)}  p99 {ms(seq, 99)}")
+        ) as client,
+    ):
+        tok = token(TENANT)
+        headers = {"Authorization": f"Bearer {tok}"}
+        await latency(client, headers, 200, 4)  # warm-up
+        seq = await latency(client, headers, args.requests // 4, 1)
+        par = await latency(client, headers, args.requests, args.concurrency)
+        ms = lambda xs, p: f"{pct(xs, p) * 1000:.1f} ms"  # noqa: E731
+        print(f"lifecycleSummary, 1 client:  p50 {ms(seq, 50)}  p99 {ms(seq, 99)}")
+        print(
+            f"lifecycleSummary, {args.concurrency} clients: "
+            f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
+            f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
+        )
+        if shutil.which("wrk"):
+            gql = f"{base}/graphql"
+            conc = args.concurrency
             print(
-                f"lifecycleSummary, {args.concurrency} clients: "
-                f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
-                f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
+                f"wrk, lifecycleSummary, {conc} connections: "
+                + run_wrk(gql, SUMMARY_LUA % {"token": tok}, conc, 10)
             )
-            if shutil.which("wrk"):
-                gql = f"{base}/graphql"
-                conc = args.concurrency
-                print(
-                    f"wrk, lifecycleSummary, {conc} connections: "
-                    + run_wrk(gql, SUMMARY_LUA % {"token": token}, conc, 10)
-                )
-                id_list = ",".join(f'"{i}"' for i in ids[:5000])
-                print(
-                    f"wrk, updateLifecycleStage, {conc} connections: "
-                    + run_wrk(gql, UPDATE_LUA % {"token": token, "ids": id_list}, conc, 15)
-                )
-            rate, times = await updates(client, headers, ids, args.updates, args.concurrency)
+            id_list = ",".join(f'"{i}"' for i in ids[:5000])
             print(
-                f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "
-                f"(100,000 would take {100_000 / rate:.0f} s)  p50 {ms(times, 50)}  "
-                f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms"
+                f"wrk, updateLifecycleStage, {conc} connections: "
+                + run_wrk(gql, UPDATE_LUA % {"token": tok, "ids": id_list}, conc, 15)
             )
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        rate, times = await updates(client, headers, ids, args.updates, args.concurrency)
+        print(
+            f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "
+            f"(100,000 would take {100_000 / rate:.0f} s)  p50 {ms(times, 50)}  "
+            f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms"
+        )
 
 
 if __name__ == "__main__":
