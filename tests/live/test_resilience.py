@@ -264,6 +264,9 @@ async def test_an_out_of_range_time_is_rejected_not_retried(
 
 
 class _Seeks:
+    """Records where the retry logic rewinds. Only `seek` is stood in for: the events, the
+    database and the dead-letter topic in this test are real."""
+
     def __init__(self) -> None:
         self.seeks: list[int] = []
 
