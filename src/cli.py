@@ -173,6 +173,42 @@ def ingest(
     raise typer.Exit(2 if tally["rejected"] else 0)
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident lifecycle history.")
+app.add_typer(audit_app, name="audit")
+
+
+def _owner_url(s: Settings) -> str:
+    return _need(s.migration_database_url or s.database_url, "C360_DATABASE_URL")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
+) -> None:
+    """Walk the hash chain of lifecycle history; exit 1 naming the first altered row."""
+    from customer360.data.audit import verify
+    from customer360.data.db import make_engine
+
+    url = _owner_url(_settings())
+
+    async def go() -> Any:
+        engine = make_engine(url, pool_size=1, max_overflow=0)
+        try:
+            return await verify(engine, tenant)
+        finally:
+            await engine.dispose()
+
+    verdict = asyncio.run(go())
+    for b in verdict.broken:
+        print(
+            f"tampered: tenant {b.tenant_id} row {b.row_id} (position {b.position}): {b.why}",
+            file=sys.stderr,
+        )
+    if verdict.broken:
+        raise typer.Exit(1)
+    print(f"ok: {verdict.rows} rows verified")
+
+
 @app.command("export-schema")
 def export_schema() -> None:
     """Print the GraphQL SDL (the committed schema.graphql must equal it)."""

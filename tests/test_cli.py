@@ -208,6 +208,7 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
                     )
                 ).all()
             )
+            versions = (await c.execute(text("SELECT array_agg(version) FROM customers"))).scalar()
             broken = (
                 await c.execute(
                     text(
@@ -222,9 +223,28 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
                     )
                 )
             ).scalar()
-        await engine.dispose()
         assert counts == actual and sum(counts.values()) == 300
         assert broken == 0
+        # and the history chain verifies, until a superuser rewrites one row behind the
+        # triggers' back: then verify fails naming the tenant and that row
+        out = run(["audit", "verify"], env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"ok: {sum(versions)} rows verified"
+        async with engine.begin() as c:
+            await c.execute(text("SET LOCAL session_replication_role = replica"))
+            victim = (
+                await c.execute(
+                    text(
+                        "UPDATE lifecycle_history SET changed_by = 'mallory' WHERE id = ("
+                        "SELECT id FROM lifecycle_history ORDER BY chain_pos DESC LIMIT 1 "
+                        "OFFSET 7) RETURNING id"
+                    )
+                )
+            ).scalar()
+        await engine.dispose()
+        out = run(["audit", "verify", "--tenant", "demo-x"], env)
+        assert out.returncode == 1
+        assert f"tenant demo-x row {victim}" in out.stderr
     finally:
         async with admin.connect() as c:
             await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -279,6 +299,11 @@ async def test_migrate_grants_the_application_role(pg_server_url: str) -> None:
                 )
             )
             assert (await c.execute(text("SELECT count(*) FROM outbox"))).scalar() == 1
+        # history is append-only for the application's role: the grant itself says no
+        for sql in ("UPDATE lifecycle_history SET changed_by = 'x'", "DELETE FROM history_heads"):
+            async with as_app.connect() as c:
+                with pytest.raises(Exception, match="permission denied"):
+                    await c.execute(text(sql))
         await as_app.dispose()
     finally:
         async with admin.connect() as c:

@@ -37,6 +37,10 @@ def grant_application_role(owner_url: str, app_url: str) -> str | None:
         f'GRANT USAGE ON SCHEMA public TO "{role}"',
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
         f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+        # History is append-only for the application; the chain heads are written only by
+        # the history trigger, which runs as the owner.
+        f'REVOKE UPDATE, DELETE, TRUNCATE ON lifecycle_history FROM "{role}"',
+        f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON history_heads FROM "{role}"',
     )
 
     async def run() -> None:

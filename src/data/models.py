@@ -10,6 +10,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -109,9 +110,25 @@ lifecycle_history = Table(
     Column("source", String(16), nullable=False),
     Column("config_version", Integer, nullable=False),
     # A tenant-wide order for replaying history to reconnecting subscribers.
+    # Drawn under the tenant's chain lock (migration 0003), so it follows commit order.
     Column("seq", BigInteger, Identity(), nullable=False),
+    # Tamper evidence: the tenant's chain position and sha256(prev_hash || canonical row).
+    Column("chain_pos", BigInteger, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("row_hash", LargeBinary, nullable=False),
     UniqueConstraint("tenant_id", "customer_id", "version"),
+    Index("uq_lifecycle_history_tenant_id_chain_pos", "tenant_id", "chain_pos", unique=True),
     Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
+)
+
+history_heads = Table(
+    "history_heads",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("head", LargeBinary, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    PrimaryKeyConstraint("tenant_id"),
 )
 
 stage_configs = Table(

@@ -142,7 +142,9 @@ async def test_every_change_writes_history_counts_and_an_outbox_row_in_one_trans
             "reason_code",
             "source",
             "version",
+            "chain",
         }
+        assert set(p["data"]["chain"]) == {"position", "hash"}
 
 
 async def test_a_failing_write_leaves_nothing_behind(

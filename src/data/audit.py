@@ -1,0 +1,98 @@
+"""`c360 audit verify`: walk each tenant's hash chain of lifecycle history (migration 0003).
+
+One set-based pass per tenant: every row's digest is recomputed from its stored predecessor
+hash, every row must link to the row before it, positions must run 1..N without a gap, and
+the tenant's recorded head must be the last row. The first row failing any of these is named.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_TENANTS = text(
+    "SELECT tenant_id FROM history_heads WHERE CAST(:t AS text) IS NULL OR tenant_id = :t "
+    "UNION SELECT DISTINCT tenant_id FROM lifecycle_history "
+    "WHERE CAST(:t AS text) IS NULL OR tenant_id = :t ORDER BY 1"
+)
+
+_WALK = text(
+    """
+SELECT id, chain_pos, ok_hash, ok_link, ok_pos, total FROM (
+  SELECT h.id, h.chain_pos,
+         h.row_hash = c360_history_digest(h.prev_hash, h) AS ok_hash,
+         h.prev_hash = COALESCE(lag(h.row_hash) OVER w, decode(repeat('00', 32), 'hex'))
+           AS ok_link,
+         h.chain_pos = row_number() OVER w AS ok_pos,
+         count(*) OVER () AS total
+  FROM lifecycle_history h WHERE h.tenant_id = :t
+  WINDOW w AS (ORDER BY h.chain_pos)
+) x
+ORDER BY (ok_hash AND ok_link AND ok_pos), chain_pos
+LIMIT 1
+"""
+)
+
+_HEAD = text(
+    "SELECT hh.position, hh.head, l.chain_pos, l.row_hash, l.id FROM history_heads hh "
+    "FULL JOIN (SELECT chain_pos, row_hash, id, tenant_id FROM lifecycle_history "
+    "WHERE tenant_id = :t ORDER BY chain_pos DESC LIMIT 1) l ON l.tenant_id = hh.tenant_id "
+    "WHERE hh.tenant_id = :t OR l.tenant_id = :t"
+)
+
+
+@dataclass(frozen=True)
+class Broken:
+    tenant_id: str
+    row_id: uuid.UUID | None
+    position: int | None
+    why: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rows: int
+    broken: list[Broken]
+
+
+async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
+    rows = 0
+    broken: list[Broken] = []
+    async with engine.connect() as conn:
+        tenants = [r.tenant_id for r in await conn.execute(_TENANTS, {"t": tenant_id})]
+        for t in tenants:
+            first = (await conn.execute(_WALK, {"t": t})).first()
+            if first is not None:
+                rows += int(first.total)
+                if not first.ok_hash:
+                    why = "its contents do not match its hash (altered)"
+                elif not first.ok_link:
+                    why = "it does not link to the row before it (a row was removed or altered)"
+                elif not first.ok_pos:
+                    why = "the chain has a gap before it (a row was removed)"
+                else:
+                    why = ""
+                if why:
+                    broken.append(Broken(t, first.id, int(first.chain_pos), why))
+                    continue
+            head = (await conn.execute(_HEAD, {"t": t})).first()
+            if head is None or head.position is None:
+                broken.append(Broken(t, None, None, "the tenant's chain head is missing"))
+            elif head.chain_pos is None or (head.position, bytes(head.head)) != (
+                head.chain_pos,
+                bytes(head.row_hash),
+            ):
+                last = None if head.chain_pos is None else int(head.chain_pos)
+                broken.append(
+                    Broken(
+                        t,
+                        head.id,
+                        last,
+                        f"the chain ends at position {last} but its head says {head.position} "
+                        "(rows were removed from the end)",
+                    )
+                )
+    return Verdict(rows, broken)

@@ -1,0 +1,185 @@
+"""The tamper-evident history on real PostgreSQL: append-only, hash-chained per tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.data.audit import verify
+from customer360.data.uow import SqlUnitOfWork
+from customer360.lifecycle import ChangeStage, Source, change_stage, change_stages
+
+
+def move(tenant: str, cid: uuid.UUID, stage: str) -> ChangeStage:
+    return ChangeStage(tenant, cid, stage, "user-1", Source.UI)
+
+
+async def chain(engine: AsyncEngine, tenant: str) -> list:  # type: ignore[type-arg]
+    async with engine.connect() as c:
+        return list(
+            await c.execute(
+                text(
+                    "SELECT id, seq, chain_pos, prev_hash, row_hash FROM lifecycle_history "
+                    "WHERE tenant_id = :t ORDER BY chain_pos"
+                ),
+                {"t": tenant},
+            )
+        )
+
+
+async def busy_tenant(engine: AsyncEngine, make_customer, tenant: str, n: int = 8) -> None:  # type: ignore[no-untyped-def]
+    ids = [await make_customer(tenant) for _ in range(n)]
+    stages = ["Onboarded", "Active", "Onboarded", "Active"]
+
+    async def walk(cid: uuid.UUID) -> None:
+        for stage in stages:
+            await change_stage(SqlUnitOfWork(engine), move(tenant, cid, stage))
+
+    await asyncio.gather(*(walk(c) for c in ids))
+
+
+@pytest.fixture
+def fresh_tenant() -> str:
+    return f"audit-{uuid.uuid4().hex[:8]}"
+
+
+async def test_concurrent_writers_build_one_unbroken_chain_in_commit_order(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    # given 8 customers each walked through 4 stages by concurrent transactions
+    await busy_tenant(engine, make_customer, fresh_tenant)
+    # then positions run 1..N, each row links to the one before, and the replay order (seq)
+    # is the chain order: positions were handed out in commit order, not insert order
+    rows = await chain(engine, fresh_tenant)
+    assert len(rows) == 8 * 5
+    assert [r.chain_pos for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[0].prev_hash == bytes(32)
+    for prev, row in itertools.pairwise(rows):
+        assert row.prev_hash == prev.row_hash
+        assert row.seq > prev.seq
+    verdict = await verify(engine, fresh_tenant)
+    assert verdict.broken == [] and verdict.rows == len(rows)
+
+
+async def test_history_refuses_update_delete_and_truncate_even_for_its_owner(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    # given a customer with history, and a connection as the owner (a superuser here)
+    await make_customer(fresh_tenant)
+    for sql in (
+        "UPDATE lifecycle_history SET to_stage = 'Churned' WHERE tenant_id = :t",
+        "DELETE FROM lifecycle_history WHERE tenant_id = :t",
+        "TRUNCATE lifecycle_history",
+    ):
+        # when it tries to rewrite history, then the database refuses
+        async with engine.connect() as c:
+            with pytest.raises(DBAPIError, match="append-only"):
+                await c.execute(text(sql), {"t": fresh_tenant})
+    assert len(await chain(engine, fresh_tenant)) == 1
+
+
+async def tamper(engine: AsyncEngine, sql: str, **params: object) -> None:
+    # A superuser can switch triggers off: exactly what the chain must still reveal.
+    async with engine.begin() as c:
+        await c.execute(text("SET LOCAL session_replication_role = replica"))
+        await c.execute(text(sql), params)
+
+
+async def test_an_altered_row_is_named_by_verify(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    # given a healthy chain
+    await busy_tenant(engine, make_customer, fresh_tenant, n=3)
+    rows = await chain(engine, fresh_tenant)
+    victim = rows[5]
+    # when a superuser rewrites one row's stage behind the triggers' back
+    await tamper(
+        engine,
+        "UPDATE lifecycle_history SET to_stage = 'Churned' WHERE id = :id",
+        id=victim.id,
+    )
+    # then verify names exactly that row
+    verdict = await verify(engine, fresh_tenant)
+    assert [(b.row_id, b.position) for b in verdict.broken] == [(victim.id, victim.chain_pos)]
+    assert "altered" in verdict.broken[0].why
+
+
+async def test_a_removed_row_and_a_cut_tail_are_both_detected(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    await busy_tenant(engine, make_customer, fresh_tenant, n=2)
+    rows = await chain(engine, fresh_tenant)
+    # when a row in the middle is deleted, then the row after it is named
+    await tamper(engine, "DELETE FROM lifecycle_history WHERE id = :id", id=rows[3].id)
+    (broken,) = (await verify(engine, fresh_tenant)).broken
+    assert broken.row_id == rows[4].id
+
+    other = f"{fresh_tenant}-tail"
+    await busy_tenant(engine, make_customer, other, n=2)
+    rows = await chain(engine, other)
+    # when the newest rows are deleted (nothing after them to break a link), the head says so
+    await tamper(
+        engine, "DELETE FROM lifecycle_history WHERE id = ANY(:ids)", ids=[r.id for r in rows[-2:]]
+    )
+    (broken,) = (await verify(engine, other)).broken
+    assert broken.position == len(rows) - 2 and "removed from the end" in broken.why
+
+
+async def test_the_chain_head_travels_in_each_audit_event(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    cid = await make_customer(fresh_tenant)
+    await change_stage(SqlUnitOfWork(engine), move(fresh_tenant, cid, "Onboarded"))
+    async with engine.connect() as c:
+        pairs = list(
+            await c.execute(
+                text(
+                    "SELECT o.payload -> 'data' -> 'chain' AS chain, h.chain_pos, h.row_hash "
+                    "FROM outbox o JOIN lifecycle_history h ON h.tenant_id = o.tenant_id "
+                    "AND h.seq = o.history_seq WHERE o.tenant_id = :t ORDER BY h.chain_pos"
+                ),
+                {"t": fresh_tenant},
+            )
+        )
+    assert len(pairs) == 2
+    for p in pairs:
+        assert p.chain == {"position": p.chain_pos, "hash": p.row_hash.hex()}
+
+
+async def test_a_later_commit_never_gets_an_earlier_replay_position(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    # given two customers, and transaction A that has written a change but not committed
+    a, b = await make_customer(fresh_tenant), await make_customer(fresh_tenant)
+    uow = SqlUnitOfWork(engine)
+    async with uow:
+        await change_stages(uow, [move(fresh_tenant, a, "Onboarded")])
+        # when B writes and commits meanwhile
+        other = asyncio.create_task(
+            change_stage(SqlUnitOfWork(engine), move(fresh_tenant, b, "Onboarded"))
+        )
+        await asyncio.sleep(0.3)
+        # then B waits for A: had B committed first with a higher seq, a subscriber resuming
+        # `after` B's position would never see A's change
+        assert not other.done()
+        await uow.commit()
+    await other
+    rows = await chain(engine, fresh_tenant)
+    async with engine.connect() as c:
+        order = (
+            await c.execute(
+                text(
+                    "SELECT array_agg(customer_id ORDER BY seq) FROM lifecycle_history "
+                    "WHERE tenant_id = :t AND version = 2"
+                ),
+                {"t": fresh_tenant},
+            )
+        ).scalar()
+    assert order == [a, b]
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
