@@ -1,0 +1,75 @@
+"""Migrations carry existing data forward: history written before the chain gets chained."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from customer360.data.audit import verify
+from customer360.data.migrate import upgrade
+
+
+@pytest.fixture
+async def blank_url(pg_server_url: str) -> AsyncIterator[str]:
+    name = f"c360_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def test_history_from_before_the_chain_is_chained_and_verifies(blank_url: str) -> None:
+    # given a database at revision 0002 holding history of two tenants
+    await asyncio.to_thread(upgrade, blank_url, "0002")
+    engine: AsyncEngine = create_async_engine(blank_url)
+    try:
+        async with engine.begin() as c:
+            for tenant, n in (("old-a", 3), ("old-b", 2)):
+                cid = uuid.uuid4()
+                for v in range(1, n + 1):
+                    await c.execute(
+                        text(
+                            "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, "
+                            "from_stage, to_stage, changed_at, changed_by, source, config_version)"
+                            " VALUES (:id, :t, :c, :v, :f, :s, now(), 'u', 'UI', 1)"
+                        ),
+                        {
+                            "id": uuid.uuid4(),
+                            "t": tenant,
+                            "c": cid,
+                            "v": v,
+                            "f": None if v == 1 else f"S{v - 1}",
+                            "s": f"S{v}",
+                        },
+                    )
+        # when it is brought to head
+        await asyncio.to_thread(upgrade, blank_url)
+        # then every old row has its place in its tenant's chain, and new rows continue it
+        verdict = await verify(engine)
+        assert verdict.broken == [] and verdict.rows == 5
+        async with engine.begin() as c:
+            await c.execute(
+                text(
+                    "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, "
+                    "from_stage, to_stage, changed_at, changed_by, source, config_version) "
+                    "VALUES (:id, 'old-a', :c, 1, NULL, 'S1', now(), 'u', 'UI', 1)"
+                ),
+                {"id": uuid.uuid4(), "c": uuid.uuid4()},
+            )
+            heads = dict(
+                (await c.execute(text("SELECT tenant_id, position FROM history_heads"))).all()
+            )
+        assert heads == {"old-a": 4, "old-b": 2}
+        assert (await verify(engine)).broken == []
+    finally:
+        await engine.dispose()
