@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import subprocess
@@ -15,12 +16,17 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from customer360.auth.tokens import issue_dev_token
+from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
+from customer360.data.keys import TenantKeys
 from customer360.data.migrate import upgrade_async
 from customer360.data.seed import seed, tenant_has_customers
 from customer360.devstack import free_port
 
 SECRET = "bench-secret-0123456789-0123456789-0123456789"
+DATA_KEY = "bench:" + base64.b64encode(b"b" * 32).decode()
+KEYS = TenantKeys(Keyring.parse(DATA_KEY))
+
 DATABASE = "c360_bench"
 
 
@@ -53,7 +59,7 @@ async def bench_database(server_url: str, tenant: str, customers: int) -> str:
             await c.execute(text(f'CREATE DATABASE "{DATABASE}"'))
     await admin.dispose()
     await upgrade_async(url)
-    engine = make_engine(url)
+    engine = make_engine(url, keys=KEYS)
     try:
         if not await tenant_has_customers(engine, tenant):
             await seed(engine, tenant, customers, batch=5000)
@@ -86,8 +92,10 @@ async def serving(
         "C360_REDIS_URL": redis_url,
         "C360_KAFKA_BOOTSTRAP": kafka,
         "C360_JWT_SECRET": SECRET,
+        "C360_DATA_KEY": DATA_KEY,
         "C360_LOG_LEVEL": "WARNING",
         "C360_RATE_LIMIT": "100000000",  # one bench user makes far more than 1000 updates
+        "C360_WS_MAX_SOCKETS_PER_PRINCIPAL": "100000",  # bench/live.py: 1,000 sockets, one user
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; the server runs beside
         [

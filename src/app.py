@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from customer360.auth.ratelimit import RateLimiter
 from customer360.auth.tokens import TokenVerifier
 from customer360.data.cache import Cache
 from customer360.data.db import make_engine
+from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.events.hub import Hub
 from customer360.events.runtime import KafkaLink, background
@@ -165,6 +167,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         graphiql=settings.graphiql_enabled,
         ws_legacy=settings.ws_legacy,
         allowed_origins=settings.allowed_origins,
+        ws_max_subscriptions=settings.ws_max_subscriptions,
+        ws_max_sockets_per_principal=settings.ws_max_sockets_per_principal,
+        ws_init_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
 
     @contextlib.asynccontextmanager
@@ -174,6 +179,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            keys=TenantKeys(settings.keyring()),
         )
         redis = aioredis.Redis.from_url(settings.redis_url)
         reads = Reads(engine, cache=Cache(redis))

@@ -88,14 +88,34 @@ def migrate() -> None:
         role = grant_application_role(owner, s.database_url)
         if role:
             err.print(f"granted table access to role {role}")
+    sealed = asyncio.run(_seal_plaintext(owner, s))
+    if sealed:
+        err.print(f"sealed personal data of {sealed} customers stored before encryption")
 
 
-def _run_seed(url: str, tenant: str, customers: int) -> int:
+async def _seal_plaintext(url: str, settings: Settings) -> int:
+    from customer360.data.privacy import seal_plaintext
+
+    engine = _keyed_engine(url, settings, pool_size=1, max_overflow=0)
+    try:
+        return await seal_plaintext(engine)
+    finally:
+        await engine.dispose()
+
+
+def _keyed_engine(url: str, settings: Settings, **kw: Any) -> Any:
+    """An engine that can seal and open personal data with the configured keyring."""
     from customer360.data.db import make_engine
+    from customer360.data.keys import TenantKeys
+
+    return make_engine(url, keys=TenantKeys(settings.keyring()), **kw)
+
+
+def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
     from customer360.data.seed import seed
 
     async def go() -> int:
-        engine = make_engine(url)
+        engine = _keyed_engine(url, settings)
         try:
             with Progress(
                 "[progress.description]{task.description}",
@@ -122,7 +142,7 @@ def seed_cmd(
 ) -> None:
     """Load realistic demo or load-test data, with a progress bar."""
     s = _settings()
-    n = _run_seed(_need(s.database_url, "C360_DATABASE_URL"), tenant, customers)
+    n = _run_seed(_need(s.database_url, "C360_DATABASE_URL"), tenant, customers, s)
     err.print(f"seeded {n} customers into tenant {tenant}")
 
 
@@ -133,7 +153,6 @@ def ingest(
     """Apply CloudEvents through the handlers the Kafka consumers use."""
     from sqlalchemy.exc import DataError, IntegrityError
 
-    from customer360.data.db import make_engine
     from customer360.data.uow import SqlUnitOfWork
     from customer360.events.handlers import EventRejected, Outcome, handle_event
 
@@ -143,7 +162,7 @@ def ingest(
     tally = {"applied": 0, "duplicate": 0, "rejected": 0}
 
     async def go() -> None:
-        engine = make_engine(url, pool_size=2, max_overflow=0)
+        engine = _keyed_engine(url, s, pool_size=2, max_overflow=0)
         try:
             for n, line in enumerate(stream, start=1):
                 if not line.strip():
@@ -207,6 +226,62 @@ def audit_verify(
     if verdict.broken:
         raise typer.Exit(1)
     print(f"ok: {verdict.rows} rows verified")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Master keys of the encrypted columns.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every tenant's data key with the newest (first) master key, online."""
+    s = _settings()
+    url = _need(s.database_url, "C360_DATABASE_URL")
+
+    async def go() -> int:
+        engine = _keyed_engine(url, s, pool_size=1, max_overflow=0)
+        try:
+            from customer360.data.keys import keys_of
+
+            return await keys_of(engine).rotate(engine)
+        finally:
+            await engine.dispose()
+
+    n = asyncio.run(go())
+    print(f"rotated: {n} tenant keys now wrapped by {s.keyring().primary}")
+
+
+@app.command()
+def erase(
+    tenant: Annotated[str, typer.Option(help="The tenant")],
+    customer: Annotated[str | None, typer.Option(help="Only this customer (its id)")] = None,
+) -> None:
+    """Make the personal data of one customer, or of a whole tenant, unreadable."""
+    import uuid
+
+    from customer360.data.privacy import erase as do_erase
+
+    s = _settings()
+    url = _need(s.database_url, "C360_DATABASE_URL")
+    try:
+        cid = None if customer is None else uuid.UUID(customer)
+    except ValueError:
+        err.print(f"[red]--customer {customer!r} is not a customer id[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> int:
+        engine = _keyed_engine(url, s, pool_size=1, max_overflow=0)
+        try:
+            return await do_erase(engine, tenant, cid)
+        finally:
+            await engine.dispose()
+
+    n = asyncio.run(go())
+    if cid is not None and n == 0:
+        err.print(f"[red]no customer {cid} in tenant {tenant}[/red]")
+        raise typer.Exit(1)
+    what = f"customer {cid}" if cid else f"tenant {tenant} ({n} customers; its data key destroyed)"
+    print(f"erased: {what}")
 
 
 @app.command("export-schema")
@@ -293,7 +368,7 @@ def dev(
                 await engine.dispose()
 
         if not asyncio.run(has_demo()):
-            _run_seed(db, DEMO_TENANT, demo_customers)
+            _run_seed(db, DEMO_TENANT, demo_customers, settings)
         base = f"http://{host}:{port}"
         err.print(f"\n[bold]Customer360 gateway[/bold]  GraphiQL: {base}/graphql\n")
         for role in ROLES:

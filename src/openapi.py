@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from customer360.lifecycle.service import MAX_TEXT
+
 _ERROR = {
     "type": "object",
     "required": ["success", "error"],
@@ -60,9 +62,9 @@ SPEC: dict[str, Any] = {
                 "type": "object",
                 "required": ["stage"],
                 "properties": {
-                    "stage": {"type": "string", "minLength": 1},
-                    "updated_by": {"type": "string"},
-                    "reason_code": {"type": "string", "nullable": True},
+                    "stage": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
+                    "updated_by": {"type": "string", "maxLength": MAX_TEXT},
+                    "reason_code": {"type": "string", "nullable": True, "maxLength": MAX_TEXT},
                     "expected_version": {"type": "integer", "minimum": 0},
                 },
             },
@@ -104,14 +106,15 @@ SPEC: dict[str, Any] = {
                         "name": "If-Match",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
+                        # what rest.ETAG accepts, so generated clients send nothing it refuses
+                        "schema": {"type": "string", "pattern": r'^\s*(W/)?"[0-9]{1,9}"\s*$'},
                         "description": 'Expected version, e.g. "3"',
                     },
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 255},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                     },
                 ],
                 "requestBody": {

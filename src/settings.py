@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from customer360.data.crypto import Keyring
 
 
 class Settings(BaseSettings):
@@ -29,6 +32,9 @@ class Settings(BaseSettings):
 
     data_key: SecretStr | None = None
     ws_legacy: bool = False
+    ws_max_subscriptions: int = Field(default=50, ge=1)
+    ws_max_sockets_per_principal: int = Field(default=20, ge=1)
+    ws_init_timeout_seconds: float = Field(default=3.0, gt=0)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = None
     introspection: bool | None = None
@@ -86,6 +92,17 @@ class Settings(BaseSettings):
             return None
         return self.jwt_secret.get_secret_value()
 
+    def keyring(self) -> Keyring:
+        """The master keys of C360_DATA_KEY; in development, a generated one kept in data_dir."""
+        from customer360.data.crypto import dev_keyring
+
+        return dev_keyring(self._data_key(), self.data_dir)
+
+    def _data_key(self) -> str | None:
+        # model_copy(update=...) skips validation, so a plain str may stand here
+        key: object = self.data_key
+        return key.get_secret_value() if isinstance(key, SecretStr) else (key or None)  # type: ignore[return-value]
+
     def production_problems(self) -> list[str]:
         """Why a production start must refuse, if it must."""
         if not self.production:
@@ -95,8 +112,16 @@ class Settings(BaseSettings):
             problems.append("C360_DATABASE_URL is unset (no embedded PostgreSQL in production)")
         if not self.redis_url:
             problems.append("C360_REDIS_URL is unset (no embedded Redis in production)")
-        if self.data_key is None:
+        spec = self._data_key()
+        if spec is None:
             problems.append("C360_DATA_KEY is unset")
+        else:
+            from customer360.data.crypto import Keyring, KeyringError
+
+            try:
+                Keyring.parse(spec)
+            except KeyringError as exc:
+                problems.append(str(exc))
         has_keys = bool(self.jwt_jwks_url or self.jwt_jwks_file)
         if not has_keys and not (self.jwt_secret and self.jwt_allow_hs256):
             problems.append(

@@ -21,12 +21,15 @@ import uvicorn
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
 from customer360.app import create_app
+from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
-from customer360.data.migrate import upgrade_async
+from customer360.data.keys import TenantKeys
+from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
 from customer360.events.handlers import handle_event
@@ -34,6 +37,8 @@ from customer360.settings import Settings
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ISSUER, AUDIENCE = "c360-dev", "customer360"
+# Two master keys, as after a rotation: "t2" wraps, both unwrap.
+DATA_KEY = "t2:MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=,t1:MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="  # noqa: E501
 
 
 def asyncpg_url(url: str) -> str:
@@ -89,22 +94,46 @@ async def database_url(pg_server_url: str) -> AsyncIterator[str]:
         await admin.dispose()
 
 
+APP_ROLE = "c360_test_app"
+
+
+@pytest.fixture(scope="session")
+async def app_database_url(database_url: str) -> str:
+    """The gateway's connection: a role that is neither the tables' owner nor a superuser,
+    so row-level security applies to it as in production (the owner's `engine` fixture,
+    a superuser here, sets up and inspects data past it)."""
+    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        exists = (
+            await conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": APP_ROLE})
+        ).first()
+        if not exists:
+            with contextlib.suppress(DBAPIError):  # a parallel session made it meanwhile
+                await conn.execute(text(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS"))
+    await admin.dispose()
+    url = make_url(database_url).set(username=APP_ROLE).render_as_string(hide_password=False)
+    await asyncio.to_thread(grant_application_role, database_url, url)
+    return url
+
+
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    e = make_engine(database_url, pool_size=20, max_overflow=40)
+    keys = TenantKeys(Keyring.parse(DATA_KEY))
+    e = make_engine(database_url, pool_size=20, max_overflow=40, keys=keys)
     yield e
     await e.dispose()
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, kafka_bootstrap: str) -> Settings:
+def settings(app_database_url: str, redis_url: str, kafka_bootstrap: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="development",
-        database_url=database_url,
+        database_url=app_database_url,
         redis_url=redis_url,
         kafka_bootstrap=kafka_bootstrap,
         jwt_secret=SECRET,
+        data_key=DATA_KEY,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         db_pool_size=20,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 from sqlalchemy import text
 
+from customer360.data.queries import CustomerFilterSpec
 from customer360.devstack import free_port
 from tests.conftest import SECRET, created_event, event
 
@@ -182,7 +184,7 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
         await c.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
     try:
-        env = clean_env(C360_DATABASE_URL=url)
+        env = clean_env(C360_DATABASE_URL=url, C360_DATA_KEY=K1)
         # when it is migrated and seeded through the CLI
         assert run(["migrate"], env).returncode == 0
         out = run(["seed", "--tenant", "demo-x", "--customers", "300"], env)
@@ -245,10 +247,49 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
         out = run(["audit", "verify", "--tenant", "demo-x"], env)
         assert out.returncode == 1
         assert f"tenant demo-x row {victim}" in out.stderr
+        await keys_and_erase(url, env)
     finally:
         async with admin.connect() as c:
             await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+K1 = "k1:" + base64.b64encode(b"1" * 32).decode()
+K2 = "k2:" + base64.b64encode(b"2" * 32).decode()
+
+
+async def keys_and_erase(url: str, env: dict[str, str]) -> None:
+    """`c360 keys rotate` and `c360 erase` on the seeded tenant (its own database)."""
+    from customer360.data.crypto import Keyring
+    from customer360.data.db import make_engine
+    from customer360.data.keys import TenantKeys
+    from customer360.data.queries import Reads
+
+    # rotation: with the new key listed first, every data key is re-wrapped by it...
+    out = run(["keys", "rotate"], {**env, "C360_DATA_KEY": f"{K2},{K1}"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "rotated: 1 tenant keys now wrapped by k2"
+    # ...so the old key can go: a process knowing only the new one reads every email
+    engine = make_engine(url, keys=TenantKeys(Keyring.parse(K2)))
+    try:
+        page = await Reads(engine).list_customers(
+            "demo-x", CustomerFilterSpec(), "CREATED_AT_DESC", 50, None
+        )
+        assert len(page) == 50 and all(r.email and "@" in r.email for r in page)
+        victim = page[0].id
+        env2 = {**env, "C360_DATA_KEY": K2}
+        # erasure of one customer, then of an unknown one (exit 1), then of a bad id (exit 2)
+        out = run(["erase", "--tenant", "demo-x", "--customer", str(victim)], env2)
+        assert out.returncode == 0 and out.stdout.strip() == f"erased: customer {victim}"
+        assert (
+            run(["erase", "--tenant", "demo-x", "--customer", str(uuid.uuid4())], env2).returncode
+            == 1
+        )
+        assert run(["erase", "--tenant", "demo-x", "--customer", "nope"], env2).returncode == 2
+        got = (await Reads(engine).customers_by_id("demo-x", [victim]))[victim]
+        assert (got.name, got.email, got.phone) == ("[erased]", None, None)
+    finally:
+        await engine.dispose()
 
 
 def test_ingest_rejects_undecodable_and_oversized_lines_and_goes_on(
@@ -292,7 +333,17 @@ async def test_migrate_grants_the_application_role(pg_server_url: str) -> None:
         assert out.returncode == 0, out.stderr
         assert f"granted table access to role {role}" in out.stderr
         as_app = create_async_engine(app_url)
+        async with as_app.connect() as c:
+            # row-level security: no tenant in scope, no row written
+            with pytest.raises(Exception, match="row-level security"):
+                await c.execute(
+                    text(
+                        "INSERT INTO outbox (tenant_id, topic, key, payload) "
+                        "VALUES ('t','x','k','{}')"
+                    )
+                )
         async with as_app.begin() as c:
+            await c.execute(text("SELECT set_config('app.tenant_id', 't', true)"))
             await c.execute(
                 text(
                     "INSERT INTO outbox (tenant_id, topic, key, payload) VALUES ('t','x','k','{}')"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .scope import system_scope
+
 _TENANTS = text(
     "SELECT tenant_id FROM history_heads WHERE CAST(:t AS text) IS NULL OR tenant_id = :t "
     "UNION SELECT DISTINCT tenant_id FROM lifecycle_history "
@@ -62,6 +64,7 @@ async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
     rows = 0
     broken: list[Broken] = []
     async with engine.connect() as conn:
+        await system_scope(conn)  # one tenant or all: read as the auditor, across tenants
         tenants = [r.tenant_id for r in await conn.execute(_TENANTS, {"t": tenant_id})]
         for t in tenants:
             first = (await conn.execute(_WALK, {"t": t})).first()

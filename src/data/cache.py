@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from customer360.observability import get_logger
 
 log = get_logger("customer360.cache")
-PREFIX = "c360:v1"
+# v2: rows are cached as stored (email and phone sealed); v1 entries held plaintext.
+PREFIX = "c360:v2"
 PROFILE_TTL = 24 * 3600
 SUMMARY_TTL = 300
 LOCAL_GUARD_SECONDS = 5.0

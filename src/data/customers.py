@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer360.lifecycle import Transition
 
+from .keys import keys_of
+
 CACHE_TOPIC = "c360.cache.customer"
 _CACHE_ROW = text(
     "WITH i AS (INSERT INTO outbox (tenant_id, topic, key, payload) "
@@ -19,6 +21,10 @@ _CACHE_ROW = text(
     "SELECT pg_notify('c360_outbox', '') FROM i"
 )
 PROFILE_FIELDS = ("name", "email", "phone", "company_name", "tier", "tags", "assigned_to")
+SEALED = ("email", "phone")
+# Personal data: once a customer is erased, later profile events cannot bring it back.
+PERSONAL = ("name", "email", "phone", "email_bidx")
+ERASED_NAME = "[erased]"
 
 _MARK = text(
     "INSERT INTO processed_events (source, event_id, tenant_id, type) "
@@ -29,11 +35,11 @@ _EXISTS = text(
 )
 _INSERT = text(
     """
-INSERT INTO customers (tenant_id, id, name, email, phone, company_name, tier, tags,
-                       assigned_to, created_at, updated_at, stage, stage_entered_at,
+INSERT INTO customers (tenant_id, id, name, email, phone, email_bidx, company_name, tier,
+                       tags, assigned_to, created_at, updated_at, stage, stage_entered_at,
                        lifecycle_updated_at, lifecycle_updated_by, source, version)
-VALUES (:t, :id, :name, :email, :phone, :company_name, :tier, :tags, :assigned_to,
-        :at, :at, :stage, :at, :at, :actor, 'SYSTEM', 0)
+VALUES (:t, :id, :name, :email, :phone, :email_bidx, :company_name, :tier, :tags,
+        :assigned_to, :at, :at, :stage, :at, :at, :actor, 'SYSTEM', 0)
 ON CONFLICT DO NOTHING RETURNING 1
 """
 )
@@ -99,6 +105,26 @@ class CustomerRepository:
         self.touched.append((tenant_id, customer_id))
         await self.conn.execute(_CACHE_ROW, {"t": tenant_id, "k": str(customer_id)})
 
+    async def _sealed(
+        self,
+        tenant_id: str,
+        customer_id: uuid.UUID,
+        profile: Mapping[str, Any],
+        fields: Sequence[str],
+    ) -> dict[str, Any]:
+        """Profile columns to write, with email and phone sealed and the email indexed."""
+        params = {f: profile.get(f) for f in fields}
+        if any(params.get(f) is not None for f in SEALED):
+            cipher = await keys_of(self.conn).for_write(self.conn, tenant_id)
+            for f in SEALED:
+                if f in params:
+                    params[f] = cipher.seal(params[f], customer_id, f)
+            if "email" in fields:
+                params["email_bidx"] = cipher.blind(profile.get("email"))
+        elif "email" in fields:
+            params["email_bidx"] = None
+        return params
+
     async def mark_processed(self, source: str, event_id: str, tenant_id: str, type_: str) -> bool:
         """False when this (source, id) was processed before: the caller changes nothing."""
         row = await self.conn.execute(
@@ -112,7 +138,8 @@ class CustomerRepository:
 
     async def insert(self, tenant_id: str, first: Transition, profile: Mapping[str, Any]) -> bool:
         """A new customer row in its first stage, version 0 until `first` is recorded."""
-        params = {f: profile.get(f) for f in PROFILE_FIELDS}
+        params = await self._sealed(tenant_id, first.customer_id, profile, PROFILE_FIELDS)
+        params["email_bidx"] = params.get("email_bidx")
         params["tags"] = list(profile.get("tags") or [])
         params.update(
             t=tenant_id,
@@ -130,11 +157,17 @@ class CustomerRepository:
     async def update_profile(
         self, tenant_id: str, customer_id: uuid.UUID, changes: Mapping[str, Any], at: datetime
     ) -> None:
-        cols = [f for f in PROFILE_FIELDS if f in changes]
-        if not cols:
+        fields = [f for f in PROFILE_FIELDS if f in changes]
+        if not fields:
             return
-        sets = ", ".join(f"{c} = :{c}" for c in cols)
-        params = {c: changes[c] for c in cols} | {"t": tenant_id, "id": customer_id, "at": at}
+        params = await self._sealed(tenant_id, customer_id, changes, fields)
+        sets = ", ".join(
+            f"{c} = CASE WHEN erased_at IS NULL THEN :{c} ELSE {c} END"
+            if c in PERSONAL
+            else f"{c} = :{c}"
+            for c in params
+        )
+        params |= {"t": tenant_id, "id": customer_id, "at": at}
         if "tags" in params:
             params["tags"] = list(params["tags"] or [])
         await self.conn.execute(

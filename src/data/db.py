@@ -7,13 +7,17 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .keys import OPTION, TenantKeys
+
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    return create_async_engine(
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, keys: TenantKeys | None = None
+) -> AsyncEngine:
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -23,3 +27,5 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         # asyncpg's prepared-statement cache makes repeat queries one round trip.
         connect_args={"statement_cache_size": 512, "server_settings": {"jit": "off"}},
     )
+    # Every connection of this engine can seal and open encrypted fields (data/keys.py).
+    return engine if keys is None else engine.execution_options(**{OPTION: keys})

@@ -24,6 +24,7 @@ from customer360.lifecycle import (
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 
 from .cloudevents import AUDIT_TOPIC, audit_event
+from .scope import TENANT_SQL, tenant_scope
 
 _CONFIG = text(
     "SELECT version, config, updated_at, updated_by FROM stage_configs "
@@ -31,10 +32,14 @@ _CONFIG = text(
 )
 # Stage changes share the tenant's config lock; saving a configuration takes it alone,
 # so no change can slip a customer into a stage that a concurrent save removes.
+# Every write path takes one of them first, so the same statement also sets the transaction's
+# row-level security tenant (data/scope.py) at no extra round trip.
 _CONFIG_SHARED = text(
-    "SELECT pg_advisory_xact_lock_shared(hashtextextended('stage-config:' || :t, 0))"
+    f"SELECT {TENANT_SQL}, pg_advisory_xact_lock_shared(hashtextextended('stage-config:' || :t, 0))"
 )
-_CONFIG_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))")
+_CONFIG_EXCLUSIVE = text(
+    f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
+)
 _LOCK = text(
     "SELECT id, stage, version, stage_entered_at, updated_at FROM customers "
     "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
@@ -189,19 +194,32 @@ class SqlLifecycleRepository:
         self.recorded: list[Transition] = []
         # Configurations read under this transaction's lock: they cannot change until commit.
         self._held: dict[str, StageConfig] = {}
+        self._tenant: str | None = None
 
     async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
         held = self._held.get(tenant_id)
         if held is not None:
             return held
         if not for_write:
+            if self._tenant is None:
+                await tenant_scope(self.conn, tenant_id)
+            self._one_tenant(tenant_id)
             return await load_stage_config(self.conn, tenant_id)
+        self._one_tenant(tenant_id)
         await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
         config = self._held[tenant_id] = await load_stage_config(self.conn, tenant_id)
         return config
 
     async def lock_config(self, tenant_id: str) -> None:
+        self._one_tenant(tenant_id)
         await self.conn.execute(_CONFIG_EXCLUSIVE, {"t": tenant_id})
+
+    def _one_tenant(self, tenant_id: str) -> None:
+        # A transaction is scoped to one tenant (row-level security): never switch midway.
+        if self._tenant is None:
+            self._tenant = tenant_id
+        elif self._tenant != tenant_id:
+            raise RuntimeError("one unit of work serves one tenant")
 
     async def stage_populations(self, tenant_id: str) -> dict[str, int]:
         rows = await self.conn.execute(

@@ -40,8 +40,11 @@ customers = Table(
     Column("tenant_id", Text, nullable=False),
     Column("id", UUID(as_uuid=True), nullable=False),
     Column("name", Text, nullable=False),
+    # AES-256-GCM tokens (data/crypto.py), never plaintext; email is found by its blind index.
     Column("email", Text),
     Column("phone", Text),
+    Column("email_bidx", LargeBinary),
+    Column("erased_at", TS),
     Column("company_name", Text),
     Column("tier", String(16)),
     Column("tags", ARRAY(Text), nullable=False, server_default="{}"),
@@ -90,7 +93,7 @@ customers = Table(
     ),
     Index("ix_customers_tier", "tenant_id", "tier", postgresql_where=live),
     Index("ix_customers_assignee", "tenant_id", "assigned_to", postgresql_where=live),
-    Index("ix_customers_email", "tenant_id", text("lower(email)"), postgresql_where=live),
+    Index("ix_customers_email_bidx", "tenant_id", "email_bidx", postgresql_where=live),
     Index("ix_customers_tags", "tags", postgresql_using="gin"),
 )
 
@@ -128,6 +131,18 @@ history_heads = Table(
     Column("position", BigInteger, nullable=False),
     Column("head", LargeBinary, nullable=False),
     Column("updated_at", TS, nullable=False),
+    PrimaryKeyConstraint("tenant_id"),
+)
+
+tenant_keys = Table(
+    "tenant_keys",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("kek_id", Text, nullable=False),
+    Column("wrapped", LargeBinary),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("rotated_at", TS),
+    Column("destroyed_at", TS),
     PrimaryKeyConstraint("tenant_id"),
 )
 

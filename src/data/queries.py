@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.lifecycle import StageConfig
 
 from .cache import Cache
+from .crypto import TenantCipher
+from .customers import SEALED
+from .keys import keys_of
 from .lifecycle import load_stage_config
+from .scope import tenant_scope
 
 CUSTOMER_COLUMNS = (
     "id, tenant_id, name, email, phone, company_name, tier, tags, assigned_to, created_at, "
     "updated_at, stage, stage_entered_at, lifecycle_updated_at, lifecycle_updated_by, "
     "reason_code, source, version"
 )
+CUSTOMER_FIELDS = tuple(c.strip() for c in CUSTOMER_COLUMNS.split(","))
 HISTORY_COLUMNS = (
     "id, customer_id, version, from_stage, to_stage, changed_at, changed_by, reason_code, source"
 )
@@ -64,7 +71,8 @@ class CustomerFilterSpec:
     assigned_to: str | None = None
     search: str | None = None
 
-    def where(self, params: dict[str, Any]) -> str:
+    def where(self, params: dict[str, Any], email_index: bytes | None = None) -> str:
+        """`email_index`: the search text's blind index (emails are stored sealed)."""
         clauses = ["tenant_id = :t", "deleted_at IS NULL"]
         if self.stages is not None:
             clauses.append("stage = ANY(:stages)")
@@ -81,16 +89,16 @@ class CustomerFilterSpec:
         if self.search:
             clauses.append(
                 "(name ILIKE :like ESCAPE '\\' OR company_name ILIKE :like ESCAPE '\\' "
-                "OR lower(email) = lower(:search))"
+                "OR email_bidx = :email_index)"
             )
             escaped = self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["like"] = f"%{escaped}%"
-            params["search"] = self.search
+            params["email_index"] = email_index
         return " AND ".join(clauses)
 
 
 class Reads:
-    """Single-statement reads in autocommit: no BEGIN/ROLLBACK round trips around them.
+    """Single-statement reads, each in a short transaction scoped to its tenant.
 
     The tenant's stage configuration is kept for `config_ttl` seconds per process (a saved
     configuration reaches other processes within that time; `forget_config` makes this
@@ -100,7 +108,7 @@ class Reads:
     def __init__(
         self, engine: AsyncEngine, *, cache: Cache | None = None, config_ttl: float = 1.0
     ) -> None:
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine
         self.cache = cache
         self.config_ttl = config_ttl
         self._configs: dict[str, tuple[float, StageConfig]] = {}
@@ -111,16 +119,46 @@ class Reads:
         if self.cache is not None:
             self.cache.note_written(tenant_id, customer_ids)
 
+    @contextlib.asynccontextmanager
+    async def _scoped(self, tenant_id: str | None) -> AsyncIterator[AsyncConnection]:
+        """A short transaction whose row-level security tenant is `tenant_id` (data/scope.py).
+
+        A transaction, not autocommit: the setting must end with it, never outlive it on a
+        pooled connection."""
+        async with self.engine.begin() as conn:
+            if tenant_id is not None:
+                await tenant_scope(conn, tenant_id)
+            yield conn
+
     async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
-        async with self.engine.connect() as conn:
+        async with self._scoped(params.get("t")) as conn:
             return (await conn.execute(text(sql), params)).all()
+
+    async def _cipher(self, tenant_id: str) -> TenantCipher | None:
+        keys = keys_of(self.engine)
+        cached = keys.cached(tenant_id)
+        if cached is not None:
+            return cached[0]
+        async with self._scoped(tenant_id) as conn:
+            return await keys.for_read(conn, tenant_id)
+
+    async def _reveal(self, tenant_id: str, rows: Iterable[Any]) -> list[SimpleNamespace]:
+        """Customer rows with email and phone opened (None where erased or unreadable)."""
+        cipher = await self._cipher(tenant_id)
+        out = []
+        for r in rows:
+            doc = {f: getattr(r, f) for f in CUSTOMER_FIELDS}
+            for f in SEALED:
+                doc[f] = None if cipher is None else cipher.open(doc[f], r.id, f)
+            out.append(SimpleNamespace(**doc))
+        return out
 
     async def stage_config(self, tenant_id: str) -> StageConfig:
         now = time.monotonic()
         hit = self._configs.get(tenant_id)
         if hit is not None and now - hit[0] < self.config_ttl:
             return hit[1]
-        async with self.engine.connect() as conn:
+        async with self._scoped(tenant_id) as conn:
             config = await load_stage_config(conn, tenant_id)
         if len(self._configs) > 10_000:
             self._configs.clear()
@@ -133,15 +171,18 @@ class Reads:
     async def customers_by_id(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, Any]:
+        # The cache holds rows as stored, sealed: opening happens here, after either source.
         if self.cache is None:
-            return await self._customers_by_id(tenant_id, ids)
-        hits, gens = await self.cache.customers(tenant_id, ids)
-        missing = [i for i in ids if i not in hits]
-        if missing:
-            found = await self._customers_by_id(tenant_id, missing)
-            await self.cache.store_customers(tenant_id, list(found.values()), gens)
-            hits.update(found)
-        return hits
+            rows: Iterable[Any] = (await self._customers_by_id(tenant_id, ids)).values()
+        else:
+            hits, gens = await self.cache.customers(tenant_id, ids)
+            missing = [i for i in ids if i not in hits]
+            if missing:
+                found = await self._customers_by_id(tenant_id, missing)
+                await self.cache.store_customers(tenant_id, list(found.values()), gens)
+                hits.update(found)
+            rows = hits.values()
+        return {r.id: r for r in await self._reveal(tenant_id, rows)}
 
     async def _customers_by_id(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
@@ -183,22 +224,29 @@ class Reads:
         order: str,
         limit: int,
         after: tuple[Any, ...] | None,
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Any]:
         ordering = ORDERINGS[order]
         params: dict[str, Any] = {"t": tenant_id, "limit": limit}
-        where = spec.where(params)
+        where = spec.where(params, await self._blind(tenant_id, spec.search))
         if after is not None:
             where += " AND " + ordering.after(len(after))
             params.update({f"k{i}": v for i, v in enumerate(after)})
-        return await self._all(
+        rows = await self._all(
             f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {where} "  # noqa: S608
             f"ORDER BY {ordering.order_by()} LIMIT :limit",
             params,
         )
+        return await self._reveal(tenant_id, rows)
+
+    async def _blind(self, tenant_id: str, search: str | None) -> bytes | None:
+        if not search:
+            return None
+        cipher = await self._cipher(tenant_id)
+        return None if cipher is None else cipher.blind(search)
 
     async def count_customers(self, tenant_id: str, spec: CustomerFilterSpec) -> int:
         params: dict[str, Any] = {"t": tenant_id}
-        where = spec.where(params)
+        where = spec.where(params, await self._blind(tenant_id, spec.search))
         rows = await self._all(f"SELECT count(*) AS n FROM customers WHERE {where}", params)  # noqa: S608
         return int(rows[0].n)
 

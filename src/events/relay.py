@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.data.cache import invalidate
 from customer360.data.cloudevents import AUDIT_TOPIC
+from customer360.data.scope import system_scope
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
 
 log = get_logger("customer360.relay")
@@ -119,12 +120,14 @@ class OutboxRelay:
         """Publish one batch in outbox order, then mark it; rows stay pending if the sink
         fails, and a crash between publish and mark re-publishes (never loses)."""
         async with self.engine.connect() as conn:
+            await system_scope(conn)  # the relay serves every tenant
             result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
             rows = [OutboxRow(*r) for r in result]
             await conn.rollback()  # hold no snapshot or lock while the sink works
             if not rows:
                 return 0
             await sink.publish(rows)
+            await system_scope(conn)
             await conn.execute(text(_MARK.format(col=sink.column)), {"ids": [r.id for r in rows]})
             await conn.commit()
         return len(rows)
@@ -207,6 +210,7 @@ class OutboxRelay:
         """Forget rows every configured sink published, once they are a week old (a sink
         that is not configured, Kafka when `off`, does not hold rows back)."""
         done = " AND ".join(f"{s.column} IS NOT NULL" for s in self.sinks) or "true"
+        await system_scope(conn)
         result = await conn.execute(
             text(
                 f"DELETE FROM outbox WHERE created_at < now() - make_interval(days => :days) "  # noqa: S608
@@ -219,6 +223,7 @@ class OutboxRelay:
 
     async def _gauge(self, conn: AsyncConnection) -> None:
         cond = " OR ".join(f"{s.column} IS NULL" for s in self.sinks) or "false"
+        await system_scope(conn)
         row = (
             await conn.execute(
                 text(

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +23,9 @@ from customer360.events.hub import Hub
 from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, StageConfig
 
 from .errors import ApiError, forbidden
+
+if TYPE_CHECKING:
+    from .wslimits import Slot
 
 
 @dataclass
@@ -61,6 +64,8 @@ class Context:
     websocket: WebSocket | None = None
     _principal: Principal | None = None
     connection_params: dict[str, Any] | None = None
+    # The socket's place in its principal's budget of open sockets, taken at connection_init.
+    socket_slot: Slot | None = None
     _config: asyncio.Future[StageConfig] | None = field(default=None, repr=False)
 
     @property

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -15,16 +15,21 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
+
+from customer360.observability import get_logger
 
 from .context import Context
 from .customers import CustomerQuery
+from .errors import should_mask
 from .fanout import Fanout, group_key
 from .lifecycle import LifecycleMutation
 from .limits import CodedMaskErrors, HideSuggestions, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
 from .subscriptions import Subscription
 
+log = get_logger("customer360.graphql")
 MAX_DEPTH = 15
 MAX_ALIASES = 15
 MAX_TOKENS = 2000
@@ -56,6 +61,21 @@ class Schema(strawberry.Schema):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fanout = Fanout()
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # strawberry logs every error with the document excerpt, and so its literal values (a
+        # searched email, say). Expected errors (validation, NOT_FOUND, CONFLICT...) are
+        # answers, not incidents; only what gets masked is logged, without the document.
+        for error in errors:
+            if should_mask(error):
+                log.error(
+                    "unexpected error",
+                    path=error.path,
+                    error=type(error.original_error).__name__,
+                    exc_info=error.original_error,
+                )
 
     async def stream(
         self,

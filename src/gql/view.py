@@ -16,7 +16,6 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -26,6 +25,16 @@ from customer360.auth.principal import AuthError
 from customer360.observability import REJECTED
 
 from .context import Context, make_loaders
+from .wslimits import (
+    CLOSE_FORBIDDEN,
+    CLOSE_TOO_MANY,
+    REJECT_REINIT,
+    REJECT_TOO_MANY_SOCKETS,
+    LegacyWSHandler,
+    SocketRefused,
+    SocketSlots,
+    TransportWSHandler,
+)
 
 STATIC = Path(__file__).resolve().parent / "static" / "graphiql"
 GRAPHIQL_CSP = (
@@ -156,6 +165,8 @@ class GraphQLApp(GraphQL[Context, None]):
     """strawberry's ASGI view, answering refused tokens before any execution."""
 
     websocket_adapter_class = TextWebSocketAdapter
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
         self,
@@ -164,6 +175,9 @@ class GraphQLApp(GraphQL[Context, None]):
         graphiql: bool = True,
         ws_legacy: bool = False,
         allowed_origins: Sequence[str] = (),
+        ws_max_subscriptions: int = 50,
+        ws_max_sockets_per_principal: int = 20,
+        ws_init_timeout: timedelta = timedelta(seconds=3),
     ) -> None:
         protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
         if ws_legacy:
@@ -172,11 +186,14 @@ class GraphQLApp(GraphQL[Context, None]):
             schema,
             graphql_ide=None,
             subscription_protocols=protocols,
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=ws_init_timeout,
+            max_subscriptions_per_connection=ws_max_subscriptions,
             # Besides same-origin pages and non-browser clients (strawberry allows both).
             allowed_origins=allowed_origins,
         )
         self.graphiql = graphiql
+        # Per view, so per process: each gateway process admits its own share.
+        self.socket_slots = SocketSlots(ws_max_sockets_per_principal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -227,7 +244,11 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def on_ws_connect(self, context: Context) -> None:
-        """The token travels in the connection_init payload; a bad one closes with 4403."""
+        """The token travels in the connection_init payload; a bad one closes with 4403, one
+        socket over the principal's budget with 4429."""
+        if context.socket_slot is not None:
+            # graphql-ws lets a client init again; each init would take another slot.
+            raise SocketRefused(CLOSE_TOO_MANY, "Too many initialisation requests", REJECT_REINIT)
         params = context.connection_params or {}
         headers = {}
         for key in ("Authorization", "authorization"):
@@ -243,8 +264,12 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             principal = await authenticate(services.verifier, headers)
         except AuthError as err:
-            REJECTED.labels("ws_" + err.code.lower()).inc()
-            raise ConnectionRejectionError from None
+            # Only the short fixed message: the error never carries the token.
+            raise SocketRefused(CLOSE_FORBIDDEN, err.message, "ws_" + err.code.lower()) from None
+        slot = self.socket_slots.acquire(principal)
+        if slot is None:
+            raise SocketRefused(CLOSE_TOO_MANY, "Too many open sockets", REJECT_TOO_MANY_SOCKETS)
+        context.socket_slot = slot
         context.authenticate(principal)
         # Close the socket when the token runs out, whatever the socket is doing then.
         watchdog = asyncio.create_task(_close_at_expiry(context, principal.expires_at))

@@ -176,3 +176,14 @@ async def test_batching_is_refused(api):
     # then the request is refused and nothing is executed
     assert 400 <= resp.status_code < 500
     assert "user-1" not in resp.text
+
+
+async def test_expected_errors_are_not_logged_with_the_documents_personal_data(
+    api, caplog
+) -> None:
+    # given a document carrying an email literal that fails validation
+    caplog.set_level("DEBUG")
+    body = await api.gql('{ customers(filter: {search: "secret.person@example.com"}) { nope } }')
+    # then the client hears why, and no log line repeats the document
+    assert "nope" in body["errors"][0]["message"]
+    assert "secret.person@example.com" not in caplog.text

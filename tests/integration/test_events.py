@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from customer360.data.queries import Reads
 from customer360.data.uow import SqlUnitOfWork
 from customer360.events.handlers import EventRejected, Outcome, handle_event
 from tests.conftest import created_event, event
@@ -75,7 +76,9 @@ async def test_updated_changes_only_the_fields_sent_and_moves_updated_at(
         ),
     )
     (after,) = await rows(engine, "SELECT * FROM customers WHERE id=:c", c=cid)
-    assert (after.name, after.phone, after.tags) == ("New", "+1", ["b", "c"])
+    opened = (await Reads(engine).customers_by_id(tenant, [cid]))[cid]
+    assert (opened.name, opened.phone, opened.tags) == ("New", "+1", ["b", "c"])
+    assert after.phone.startswith("v1.")  # stored sealed
     assert after.updated_at > before.updated_at and after.version == before.version
 
 

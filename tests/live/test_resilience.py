@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from customer360.app import create_app
 from customer360.data.db import make_engine
+from customer360.data.keys import TenantKeys
 from customer360.data.migrate import upgrade_async
 from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import embedded_kafka, embedded_redis, free_port
@@ -44,7 +45,7 @@ async def isolated(
         await c.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
     await upgrade_async(url)
-    engine = make_engine(url)
+    engine = make_engine(url, keys=TenantKeys(settings.keyring()))
     try:
         app = create_app(settings.model_copy(update={"database_url": url, **overrides}))
         async with run_server(app) as base:

@@ -1,0 +1,206 @@
+"""WebSocket abuse limits: operations per socket, sockets per principal, a short wait for
+`connection_init`, and refusals that close with the protocol's codes on both subprotocols."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from datetime import timedelta
+
+from graphql import GraphQLError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
+
+from customer360.auth.principal import Principal
+from customer360.lifecycle import Code
+from customer360.observability import REJECTED
+
+from .context import Context
+
+# Close codes of graphql-transport-ws, used for the legacy protocol too so that one client
+# rule ("4403: get a new token", "4429: too many") holds whatever the subprotocol.
+CLOSE_FORBIDDEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
+CLOSE_TOO_MANY = 4429
+
+# Bounded values of c360_requests_rejected_total{reason}.
+REJECT_INIT_TIMEOUT = "ws_init_timeout"
+REJECT_TOO_MANY_SOCKETS = "ws_too_many_sockets"
+REJECT_TOO_MANY_OPERATIONS = "ws_too_many_subscriptions"
+REJECT_REINIT = "ws_reinit"
+
+PrincipalKey = tuple[str, str]
+
+
+class SocketRefused(Exception):
+    """Raised from `on_ws_connect`; the handlers close with `code`. Not a strawberry
+    ConnectionRejectionError: strawberry would close that with 4403 (1011 on graphql-ws)."""
+
+    def __init__(self, code: int, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.metric = code, reason, metric
+
+
+class Slot:
+    """One open socket's place in its principal's budget; released once however often the
+    socket's teardown paths call it."""
+
+    def __init__(self, owner: SocketSlots, key: PrincipalKey) -> None:
+        self._owner, self._key, self._held = owner, key, True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._owner._release(self._key)
+
+
+class SocketSlots:
+    """Open sockets per principal in this process (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[PrincipalKey, int] = {}
+
+    @staticmethod
+    def key(principal: Principal) -> PrincipalKey:
+        # The token's own tenant, not the one a super admin acts in: switching tenants with
+        # X-Tenant-Id must not multiply one person's budget.
+        return principal.home_tenant, principal.subject
+
+    def acquire(self, principal: Principal) -> Slot | None:
+        key = self.key(principal)
+        held = self._open.get(key, 0)
+        if held >= self.limit:
+            return None
+        self._open[key] = held + 1
+        return Slot(self, key)
+
+    def _release(self, key: PrincipalKey) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            # Dropped, not kept at zero: principals come and go, the dict must not grow.
+            self._open.pop(key, None)
+
+
+def too_many_operations(limit: int) -> GraphQLError:
+    # BAD_USER_INPUT, not RATE_LIMITED: the contract's RATE_LIMITED is an hourly budget that
+    # waiting refills, while here waiting changes nothing; the client asked for more at once
+    # than one socket carries and must complete an operation first, like TOO_MANY_ITEMS for a
+    # bulk input. The reason is new; the contract allows additions.
+    return GraphQLError(
+        f"At most {limit} active operations per socket; complete one first",
+        extensions={"code": Code.BAD_USER_INPUT.value, "reason": "TOO_MANY_SUBSCRIPTIONS"},
+    )
+
+
+def _release_slot(context: Context) -> None:
+    if context.socket_slot is not None:
+        context.socket_slot.release()
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with our refusals and limits."""
+
+    async def handle(self) -> None:
+        try:
+            await super().handle()
+        finally:
+            _release_slot(self.context)
+
+    async def handle_connection_init_timeout(self) -> None:
+        await super().handle_connection_init_timeout()
+        if self.connection_timed_out:
+            REJECTED.labels(REJECT_INIT_TIMEOUT).inc()
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            REJECTED.labels(refused.metric).inc()
+            await self.websocket.close(refused.code, refused.reason)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # strawberry's own check would answer an error without `extensions.code`; ours runs
+        # first on the same condition (its order: unacknowledged and duplicate ids close).
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.operations
+            and limit is not None
+            and len(self.operations) >= limit
+        ):
+            REJECTED.labels(REJECT_TOO_MANY_OPERATIONS).inc()
+            error = too_many_operations(limit)
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return
+        await super().handle_subscribe(message)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """graphql-ws (C360_WS_LEGACY=1) under the same rules: strawberry gives this protocol no
+    connection_init timeout and closes refusals with 1011."""
+
+    _initialised = False
+    _timed_out = False
+
+    async def handle(self) -> None:
+        timer = asyncio.create_task(self._close_unless_initialised())
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with suppress(asyncio.CancelledError):
+                await timer
+            _release_slot(self.context)
+
+    async def _close_unless_initialised(self) -> None:
+        wait: timedelta = self.view.connection_init_wait_timeout
+        await asyncio.sleep(wait.total_seconds())
+        if not self._initialised:
+            self._timed_out = True
+            REJECTED.labels(REJECT_INIT_TIMEOUT).inc()
+            with suppress(Exception):
+                await self.websocket.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        if self._timed_out:
+            return
+        self._initialised = True
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            REJECTED.labels(refused.metric).inc()
+            await self.send_message(
+                {"type": "connection_error", "payload": {"message": refused.reason}}
+            )
+            await self.websocket.close(refused.code, refused.reason)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.tasks
+            and limit is not None
+            and len(self.tasks) >= limit
+        ):
+            REJECTED.labels(REJECT_TOO_MANY_OPERATIONS).inc()
+            error = too_many_operations(limit)
+            await self.send_message(
+                {"type": "error", "id": message["id"], "payload": error.formatted}
+            )
+            return
+        await super().handle_start(message)

@@ -1,0 +1,102 @@
+"""Row-level security as the application's role sees it: defence behind `WHERE tenant_id`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.data.db import make_engine
+from customer360.data.keys import TenantKeys
+from customer360.data.queries import CustomerFilterSpec, Reads
+from customer360.data.scope import tenant_scope
+from customer360.settings import Settings
+
+
+@pytest.fixture
+async def app_engine(app_database_url: str, settings: Settings) -> AsyncIterator[AsyncEngine]:
+    # A small pool, so 400 requests must share (and could leak through) 3 connections.
+    e = make_engine(
+        app_database_url, pool_size=3, max_overflow=0, keys=TenantKeys(settings.keyring())
+    )
+    yield e
+    await e.dispose()
+
+
+async def test_every_tenant_table_forces_a_tenant_policy(engine: AsyncEngine) -> None:
+    async with engine.connect() as c:
+        rows = (
+            await c.execute(
+                text(
+                    "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+                    "(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies "
+                    "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                    "WHERE a.attname = 'tenant_id' AND c.relkind = 'r' "
+                    "AND c.relnamespace = 'public'::regnamespace"
+                )
+            )
+        ).all()
+    assert len(rows) >= 12
+    assert [r.relname for r in rows if not (r.relrowsecurity and r.relforcerowsecurity)] == []
+    assert [r.relname for r in rows if r.policies < 1] == []
+
+
+async def test_a_query_that_forgets_its_tenant_still_sees_only_that_tenant(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    a, b = f"rls-a-{uuid.uuid4().hex[:6]}", f"rls-b-{uuid.uuid4().hex[:6]}"
+    await make_customer(a)
+    await make_customer(b)
+    async with app_engine.begin() as c:
+        await tenant_scope(c, a)
+        # no tenant predicate at all, the bug RLS is there to contain
+        seen = {r[0] for r in await c.execute(text("SELECT DISTINCT tenant_id FROM customers"))}
+        assert seen == {a}
+        with pytest.raises(Exception, match="row-level security"):
+            await c.execute(
+                text("INSERT INTO stage_counts (tenant_id, stage, count) VALUES (:t, 'X', 1)"),
+                {"t": b},
+            )
+    async with app_engine.connect() as c:
+        # no scope: nothing at all
+        assert (await c.execute(text("SELECT count(*) FROM customers"))).scalar() == 0
+
+
+async def test_the_tenant_setting_never_outlives_its_transaction_on_a_pooled_connection(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    t = f"rls-{uuid.uuid4().hex[:6]}"
+    await make_customer(t)
+    reads = Reads(app_engine)
+    assert (
+        len(await reads.list_customers(t, CustomerFilterSpec(), "CREATED_AT_DESC", 10, None)) == 1
+    )
+    # the same pooled connections, next request: the previous tenant is gone
+    for _ in range(3):
+        async with app_engine.connect() as c:
+            setting = (
+                await c.execute(text("SELECT current_setting('app.tenant_id', true)"))
+            ).scalar()
+            assert setting in (None, "")
+            assert (await c.execute(text("SELECT count(*) FROM customers"))).scalar() == 0
+
+
+async def test_two_tenants_times_200_concurrent_requests_on_a_small_pool_see_0_foreign_rows(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    tenants = [f"rls-x-{uuid.uuid4().hex[:6]}", f"rls-y-{uuid.uuid4().hex[:6]}"]
+    mine = {t: {await make_customer(t) for _ in range(5)} for t in tenants}
+    reads = Reads(app_engine)
+
+    async def request(t: str) -> tuple[str, set[uuid.UUID], set[str]]:
+        rows = await reads.list_customers(t, CustomerFilterSpec(), "CREATED_AT_DESC", 50, None)
+        return t, {r.id for r in rows}, {r.tenant_id for r in rows}
+
+    results = await asyncio.gather(*(request(tenants[i % 2]) for i in range(400)))
+    foreign = sum(len(ids - mine[t]) + len(owners - {t}) for t, ids, owners in results)
+    assert foreign == 0
+    assert all(ids == mine[t] for t, ids, _ in results)
