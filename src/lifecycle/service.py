@@ -60,6 +60,9 @@ def check_command(cmd: ChangeStage) -> None:
     ):
         if value is not None and ("\x00" in value or len(value) > MAX_TEXT):
             raise bad_input(f"{name} must be at most {MAX_TEXT} characters, without NUL")
+    # Versions start at 1: a negative one is malformed (as REST says), not a stale one.
+    if cmd.expected_version is not None and cmd.expected_version < 0:
+        raise bad_input("expectedVersion must be a non-negative integer")
 
 
 def _decide(

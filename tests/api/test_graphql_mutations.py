@@ -311,3 +311,11 @@ async def test_bulk_over_1000_inputs_is_too_many_items(api, make_customer):
     assert (ext["code"], ext["reason"]) == ("BAD_USER_INPUT", "TOO_MANY_ITEMS")
     assert body["data"] is None
     assert await state(api, cid) == before
+
+
+async def test_a_negative_expected_version_is_malformed_as_on_rest(api, make_customer):
+    cid = await make_customer()
+    before = await state(api, cid)
+    body = await update(api, cid, "Active", expectedVersion=-5)
+    assert error_of(body)["code"] == "BAD_USER_INPUT"
+    assert await state(api, cid) == before
