@@ -19,7 +19,7 @@ from customer360.auth.tokens import issue_dev_token
 from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
-from customer360.data.migrate import upgrade_async
+from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.data.seed import seed, tenant_has_customers
 from customer360.devstack import free_port
 
@@ -68,6 +68,23 @@ async def bench_database(server_url: str, tenant: str, customers: int) -> str:
     return url
 
 
+APP_ROLE = "c360_bench_app"
+
+
+async def app_url(owner_url: str) -> str:
+    """The gateway's own connection, as in production: a role that owns nothing and is not a
+    superuser, so row-level security applies (and is paid for) in every figure."""
+    admin = create_async_engine(owner_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        query = text("SELECT 1 FROM pg_roles WHERE rolname = :r")
+        if not (await c.execute(query, {"r": APP_ROLE})).first():
+            await c.execute(text(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS"))
+    await admin.dispose()
+    url = make_url(owner_url).set(username=APP_ROLE).render_as_string(hide_password=False)
+    await asyncio.to_thread(grant_application_role, owner_url, url)
+    return url
+
+
 def token(tenant: str) -> str:
     return issue_dev_token(
         SECRET,
@@ -88,7 +105,7 @@ async def serving(
     port = free_port()
     env = {
         **os.environ,
-        "C360_DATABASE_URL": database_url,
+        "C360_DATABASE_URL": await app_url(database_url),
         "C360_REDIS_URL": redis_url,
         "C360_KAFKA_BOOTSTRAP": kafka,
         "C360_JWT_SECRET": SECRET,

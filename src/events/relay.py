@@ -31,6 +31,8 @@ log = get_logger("customer360.relay")
 CHANNEL = "c360:lifecycle"
 RETENTION_DAYS = 7
 NOTIFY_CHANNEL = "c360_outbox"
+# A drain stuck longer (a half-open connection, a sink that never answers) is abandoned.
+DRAIN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,15 @@ _MARK = "UPDATE outbox SET {col} = now() WHERE id = ANY(:ids)"
 
 
 class OutboxRelay:
+    """One leader per sink across all processes, each on a connection of its own.
+
+    The lease (a session advisory lock), the LISTEN and every drain share that connection: it
+    is never pooled (invalidated on exit), so it may hold session state, the system scope of
+    row-level security included, and a leader that loses it cannot start another batch. In
+    autocommit a drain costs two round trips (read, mark) beside the sink's publish: on an
+    event loop also busy writing frames to many sockets, every await is a wait in line.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -114,86 +125,59 @@ class OutboxRelay:
         self.sinks = list(sinks)
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._wake = {s.name: asyncio.Event() for s in self.sinks}
 
-    async def drain_once(self, sink: Sink) -> int:
+    async def drain_once(self, conn: AsyncConnection, sink: Sink) -> int:
         """Publish one batch in outbox order, then mark it; rows stay pending if the sink
         fails, and a crash between publish and mark re-publishes (never loses)."""
-        async with self.engine.connect() as conn:
-            await system_scope(conn)  # the relay serves every tenant
-            result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
-            rows = [OutboxRow(*r) for r in result]
-            await conn.rollback()  # hold no snapshot or lock while the sink works
-            if not rows:
-                return 0
-            await sink.publish(rows)
-            await system_scope(conn)
-            await conn.execute(text(_MARK.format(col=sink.column)), {"ids": [r.id for r in rows]})
-            await conn.commit()
+        result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
+        rows = [OutboxRow(*r) for r in result]
+        if not rows:
+            return 0
+        await sink.publish(rows)
+        await conn.execute(text(_MARK.format(col=sink.column)), {"ids": [r.id for r in rows]})
         return len(rows)
 
     async def run(self) -> None:
-        """Lead when a lock is free, follow otherwise; reconnect after any failure."""
+        await asyncio.gather(*(self._sink_loop(sink, n == 0) for n, sink in enumerate(self.sinks)))
+
+    async def _sink_loop(self, sink: Sink, keeps_books: bool) -> None:
+        """Lead when the sink's lock is free, follow otherwise; reconnect after any failure."""
         while True:
             try:
-                async with self.engine.connect() as conn:
-                    try:
-                        await self._lead(conn)
-                    finally:
-                        # The lease (session locks, LISTEN) must never return to the pool.
-                        await conn.invalidate()
+                conn = await self.engine.connect()
+                try:
+                    await self._lead(conn, sink, keeps_books)
+                finally:
+                    # Session locks, LISTEN and settings must never return to the pool.
+                    await conn.invalidate()
+                    await conn.close()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("relay connection lost", error=type(exc).__name__)
+                log.warning("relay connection lost", sink=sink.name, error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    async def _lead(self, conn: AsyncConnection) -> None:
+    async def _lead(self, conn: AsyncConnection, sink: Sink, keeps_books: bool) -> None:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        # Session-wide on this private connection: the relay serves every tenant.
+        await conn.execute(text("SELECT set_config('app.scope', 'system', false)"))
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
-        await raw.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_all())
-        led: set[str] = set()
-        workers: list[asyncio.Task[None]] = []
-        ticks = 0
-        try:
-            while True:
-                for sink in self.sinks:
-                    if sink.name in led:
-                        continue
-                    got = await raw.fetchval(
-                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                        f"c360-relay:{sink.name}",
-                    )
-                    if got:
-                        led.add(sink.name)
-                        log.info("relay leading", sink=sink.name)
-                        workers.append(asyncio.create_task(self._work(sink)))
-                await asyncio.sleep(self.poll_seconds if len(led) < len(self.sinks) else 5.0)
-                # A lease on a dead connection is no lease: notice within seconds.
-                await asyncio.wait_for(raw.fetchval("SELECT 1"), 5.0)
-                if self.sinks and self.sinks[0].name in led:  # one process keeps the books
-                    await self._gauge(conn)
-                    ticks += 1
-                    if ticks % 60 == 1:  # about every five minutes
-                        await self.sweep(conn)
-        finally:
-            for w in workers:
-                w.cancel()
-            for w in workers:
-                with contextlib.suppress(BaseException):
-                    await w
-
-    def _wake_all(self) -> None:
-        for event in self._wake.values():
-            event.set()
-
-    async def _work(self, sink: Sink) -> None:
-        wake = self._wake[sink.name]
-        backoff = 0.2
+        wake = asyncio.Event()
+        await raw.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+        lock = f"c360-relay:{sink.name}"
+        # Follow until the lock is free; the polling query doubles as the connection check.
+        while not await raw.fetchval(  # noqa: ASYNC110 - the lock lives in PostgreSQL
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lock
+        ):
+            await asyncio.sleep(self.poll_seconds)
+        log.info("relay leading", sink=sink.name)
+        backoff, ticks, last_books = 0.2, 0, 0.0
+        loop = asyncio.get_running_loop()
         while True:
             wake.clear()
             try:
-                n = await self.drain_once(sink)
+                n = await asyncio.wait_for(self.drain_once(conn, sink), DRAIN_TIMEOUT)
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -201,7 +185,16 @@ class OutboxRelay:
                 log.warning("relay publish failed", sink=sink.name, error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                # A sink that failed is retried; a lease connection that died is not a lease:
+                # this raises, and the loop reconnects and competes for the lock again.
+                await asyncio.wait_for(raw.fetchval("SELECT 1"), 5.0)
                 continue
+            if keeps_books and loop.time() - last_books >= 5.0:
+                last_books = loop.time()
+                await self._gauge(conn)
+                ticks += 1
+                if ticks % 60 == 1:  # about every five minutes
+                    await self.sweep(conn)
             if n < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
