@@ -28,6 +28,7 @@ from common import backend_args, bench_database, pct, serving, token  # bench/co
 from sqlalchemy import text
 
 from customer360.data.db import make_engine
+from customer360.data.scope import tenant_scope
 from customer360.devstack import embedded_kafka
 
 TENANT = "live"
@@ -98,7 +99,8 @@ async def main() -> None:
     url = await bench_database(args.database, TENANT, 2000)
     engine = make_engine(url)
     # Targets chosen from the current stages, so every change is a real move (no no-ops).
-    async with engine.connect() as c:
+    async with engine.begin() as c:
+        await tenant_scope(c, TENANT)  # row-level security applies to a non-superuser owner
         rows = (
             await c.execute(
                 text(

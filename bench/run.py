@@ -22,6 +22,7 @@ from common import backend_args, bench_database, pct, serving, token  # bench/co
 from sqlalchemy import text
 
 from customer360.data.db import make_engine
+from customer360.data.scope import tenant_scope
 
 TENANT = "bench"
 
@@ -29,7 +30,8 @@ TENANT = "bench"
 async def prepare(server_url: str, customers: int) -> tuple[str, list[object]]:
     url = await bench_database(server_url, TENANT, customers)
     engine = make_engine(url)
-    async with engine.connect() as c:
+    async with engine.begin() as c:
+        await tenant_scope(c, TENANT)  # row-level security applies to a non-superuser owner
         rows = await c.execute(
             text("SELECT id FROM customers WHERE tenant_id=:t ORDER BY id LIMIT 20000"),
             {"t": TENANT},

@@ -105,10 +105,16 @@ async def _seal_plaintext(url: str, settings: Settings) -> int:
 
 def _keyed_engine(url: str, settings: Settings, **kw: Any) -> Any:
     """An engine that can seal and open personal data with the configured keyring."""
+    from customer360.data.crypto import KeyringError
     from customer360.data.db import make_engine
     from customer360.data.keys import TenantKeys
 
-    return make_engine(url, keys=TenantKeys(settings.keyring()), **kw)
+    try:
+        keyring = settings.keyring()
+    except KeyringError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    return make_engine(url, keys=TenantKeys(keyring), **kw)
 
 
 def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
@@ -330,7 +336,7 @@ def dev(
     """Everything on one machine: embedded servers where no URL is set, demo data, tokens."""
     from customer360.app import create_app
     from customer360.auth.tokens import issue_dev_token
-    from customer360.data.migrate import upgrade
+    from customer360.data.migrate import grant_application_role, upgrade
     from customer360.data.seed import tenant_has_customers
     from customer360.devstack import dev_backends
     from customer360.observability import configure_logging
@@ -347,7 +353,9 @@ def dev(
         rd,
         kafka,
     ):
-        upgrade(s.migration_database_url or db)
+        owner = s.migration_database_url or db
+        upgrade(owner)
+        grant_application_role(owner, db)  # as `c360 migrate` does; a no-op for one role
         settings = s.model_copy(
             update={
                 "database_url": db,

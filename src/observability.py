@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -100,6 +101,18 @@ class MetricsMiddleware:
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
 
 
+def _withhold_exception_messages(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Exceptions are logged by type and frames, not message: a driver's message quotes the
+    offending value (asyncpg: "invalid input for query argument $1: 'ann@example.com'")."""
+    for exc in event.get("exception") or ():
+        if isinstance(exc, dict) and exc.get("exc_value"):
+            exc["exc_value"] = "(withheld)"
+            exc.pop("exc_notes", None)
+    return event
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stdout for ELK, for our loggers and every library's alike.
 
@@ -119,6 +132,7 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            _withhold_exception_messages,
             structlog.processors.JSONRenderer(),
         ],
     )

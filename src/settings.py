@@ -94,9 +94,13 @@ class Settings(BaseSettings):
 
     def keyring(self) -> Keyring:
         """The master keys of C360_DATA_KEY; in development, a generated one kept in data_dir."""
-        from customer360.data.crypto import dev_keyring
+        from customer360.data.crypto import KeyringError, dev_keyring
 
-        return dev_keyring(self._data_key(), self.data_dir)
+        spec = self._data_key()
+        if spec is None and self.production:
+            # Never a throwaway key in production: data sealed with it would be lost.
+            raise KeyringError("C360_DATA_KEY is unset (required in production)")
+        return dev_keyring(spec, self.data_dir)
 
     def _data_key(self) -> str | None:
         # model_copy(update=...) skips validation, so a plain str may stand here

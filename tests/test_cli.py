@@ -361,3 +361,33 @@ async def test_migrate_grants_the_application_role(pg_server_url: str) -> None:
             await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             await c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         await admin.dispose()
+
+
+def test_production_commands_never_make_up_a_data_key(
+    database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    # given production settings without C360_DATA_KEY
+    env = clean_env(
+        C360_ENV="production", C360_DATABASE_URL=database_url, C360_DATA_DIR=str(tmp_path)
+    )
+    # when personal data would be written, then the command refuses, saying why
+    out = run(["ingest", "-"], env, json.dumps(created_event(tenant)) + "\n")
+    assert out.returncode == 1 and "C360_DATA_KEY is unset" in out.stderr
+    assert not (tmp_path / "dev-data-key").exists()
+
+
+def test_events_of_an_erased_tenant_are_rejected_lines_and_the_rest_applies(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import DATA_KEY
+
+    env = clean_env(C360_DATABASE_URL=database_url, C360_DATA_KEY=DATA_KEY)
+    gone, other = f"gone-{uuid.uuid4().hex[:6]}", f"kept-{uuid.uuid4().hex[:6]}"
+    assert run(["ingest", "-"], env, json.dumps(created_event(gone)) + "\n").returncode == 0
+    assert run(["erase", "--tenant", gone], env).returncode == 0
+    lines = [created_event(gone), created_event(gone), created_event(other)]
+    out = run(["ingest", "-"], env, "\n".join(json.dumps(x) for x in lines) + "\n")
+    assert out.returncode == 2, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "applied=1 duplicate=0 rejected=2"
+    assert [ln.split(":")[0] for ln in out.stderr.strip().splitlines()] == ["line 1", "line 2"]
+    assert "erased" in out.stderr

@@ -23,8 +23,8 @@ _TENANTS = text(
 
 _WALK = text(
     """
-SELECT id, chain_pos, ok_hash, ok_link, ok_pos, total FROM (
-  SELECT h.id, h.chain_pos,
+SELECT id, chain_pos, prev_id, ok_hash, ok_link, ok_pos, total FROM (
+  SELECT h.id, h.chain_pos, lag(h.id) OVER w AS prev_id,
          h.row_hash = c360_history_digest(h.prev_hash, h) AS ok_hash,
          h.prev_hash = COALESCE(lag(h.row_hash) OVER w, decode(repeat('00', 32), 'hex'))
            AS ok_link,
@@ -70,16 +70,20 @@ async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
             first = (await conn.execute(_WALK, {"t": t})).first()
             if first is not None:
                 rows += int(first.total)
+                row_id, pos = first.id, int(first.chain_pos)
                 if not first.ok_hash:
                     why = "its contents do not match its hash (altered)"
-                elif not first.ok_link:
-                    why = "it does not link to the row before it (a row was removed or altered)"
                 elif not first.ok_pos:
                     why = "the chain has a gap before it (a row was removed)"
+                elif not first.ok_link:
+                    # The row before is consistent with its own hash, yet this one does not
+                    # link to it: that row was altered and its hash recomputed.
+                    row_id, pos = first.prev_id, pos - 1
+                    why = "altered, its hash recomputed: the next row still links to the original"
                 else:
                     why = ""
                 if why:
-                    broken.append(Broken(t, first.id, int(first.chain_pos), why))
+                    broken.append(Broken(t, row_id, pos, why))
                     continue
             head = (await conn.execute(_HEAD, {"t": t})).first()
             if head is None or head.position is None:
@@ -89,13 +93,12 @@ async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
                 bytes(head.row_hash),
             ):
                 last = None if head.chain_pos is None else int(head.chain_pos)
-                broken.append(
-                    Broken(
-                        t,
-                        head.id,
-                        last,
-                        f"the chain ends at position {last} but its head says {head.position} "
-                        "(rows were removed from the end)",
+                if last == head.position:
+                    why = "altered, its hash recomputed: it is not the recorded chain head"
+                else:
+                    why = (
+                        f"the chain ends at position {last} but its head says "
+                        f"{head.position} (rows were removed from the end)"
                     )
-                )
+                broken.append(Broken(t, head.id, last, why))
     return Verdict(rows, broken)

@@ -22,6 +22,8 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
+        # Bound values (a searched email, say) never reach an exception's text, nor the logs.
+        hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
         # asyncpg's prepared-statement cache makes repeat queries one round trip.

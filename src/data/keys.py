@@ -18,7 +18,12 @@ from .crypto import Keyring, TenantCipher
 from .scope import system_scope
 
 OPTION = "c360_keys"
-_GET = text("SELECT kek_id, wrapped FROM tenant_keys WHERE tenant_id = :t")
+# `mine`: the row was written by the caller's own, not yet committed, transaction.
+_GET = text(
+    "SELECT kek_id, wrapped, "
+    "xmin::text::bigint = txid_current_if_assigned() % 4294967296 AS mine "
+    "FROM tenant_keys WHERE tenant_id = :t"
+)
 _CREATE = text(
     "INSERT INTO tenant_keys (tenant_id, kek_id, wrapped) VALUES (:t, :k, :w) "
     "ON CONFLICT (tenant_id) DO NOTHING"
@@ -50,13 +55,16 @@ class TenantKeys:
     async def _load(
         self, conn: AsyncConnection, tenant_id: str
     ) -> tuple[bool, TenantCipher | None]:
+        """(cacheable, cipher): no key yet, or a key that may still roll back with the
+        caller's transaction, is not for the cache."""
         row = (await conn.execute(_GET, {"t": tenant_id})).first()
         if row is None:
             return False, None
+        cacheable = not row.mine
         if row.wrapped is None:
-            return True, None
+            return cacheable, None
         key = self.keyring.unwrap(tenant_id, row.kek_id, bytes(row.wrapped))
-        return True, TenantCipher(tenant_id, key)
+        return cacheable, TenantCipher(tenant_id, key)
 
     async def for_read(self, conn: AsyncConnection, tenant_id: str) -> TenantCipher | None:
         """The tenant's cipher, or None when it has none (never wrote) or was erased."""
@@ -64,8 +72,8 @@ class TenantKeys:
         hit = self._cache.get(tenant_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        exists, cipher = await self._load(conn, tenant_id)
-        if exists:  # a tenant with no key yet may get one any moment: not cached
+        cacheable, cipher = await self._load(conn, tenant_id)
+        if cacheable:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[tenant_id] = (now, cipher)

@@ -8,6 +8,7 @@ so every sealed value it ever wrote, in backups too, can no longer be opened.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +33,8 @@ box AS (
 SELECT count(*) AS n, pg_notify('c360_outbox', '') FROM gone
 """  # noqa: S608 (module constants only)
 )
+# What a sealed value looks like: `v1.` and unpadded-or-padded base64url.
+SEALED_SHAPE = "^v1\\.[A-Za-z0-9_-]+=*$"
 _DESTROY = text(
     "UPDATE tenant_keys SET wrapped = NULL, destroyed_at = now() "
     "WHERE tenant_id = :t AND wrapped IS NOT NULL"
@@ -50,9 +53,14 @@ async def erase(engine: AsyncEngine, tenant_id: str, customer_id: uuid.UUID | No
 
 
 async def seal_plaintext(engine: AsyncEngine) -> int:
-    """Seal email and phone values still stored in plaintext; returns rows sealed."""
+    """Seal email and phone values still stored in plaintext; returns customers sealed.
+
+    Rows whose values cannot be tokens (an `@`, a space, a `+`) are read; of those, a value
+    is taken as sealed only if it opens, so plaintext that merely starts like a token
+    (`v1.bob@example.com`) is sealed too."""
     keys = keys_of(engine)
     sealed = 0
+    last: tuple[str, Any] = ("", uuid.UUID(int=0))
     while True:
         async with engine.begin() as conn:
             await system_scope(conn)
@@ -60,33 +68,34 @@ async def seal_plaintext(engine: AsyncEngine) -> int:
                 await conn.execute(
                     text(
                         "SELECT tenant_id, id, email, phone FROM customers "
-                        "WHERE (email NOT LIKE 'v1.%' OR phone NOT LIKE 'v1.%') "
-                        "LIMIT 1000 FOR UPDATE SKIP LOCKED"
-                    )
+                        "WHERE (tenant_id, id) > (:t, :id) "
+                        "AND (email !~ :token OR phone !~ :token) "
+                        "ORDER BY tenant_id, id LIMIT 1000 FOR UPDATE"
+                    ),
+                    {"t": last[0], "id": last[1], "token": SEALED_SHAPE},
                 )
             ).all()
             if not rows:
                 return sealed
+            last = (rows[-1].tenant_id, rows[-1].id)
             for r in rows:
                 cipher = await keys.for_write(conn, r.tenant_id)
-
-                def seal(value: str | None, column: str) -> str | None:
-                    done = value is None or value.startswith("v1.")
-                    return value if done else cipher.seal(value, r.id, column)  # noqa: B023
-
+                values = {"email": r.email, "phone": r.phone}
+                plain = {
+                    f: v
+                    for f, v in values.items()
+                    if v is not None and cipher.open(v, r.id, f) is None
+                }
+                if not plain:
+                    continue
+                params = {f: cipher.seal(v, r.id, f) for f, v in plain.items()}
+                sets = ", ".join(f"{f} = :{f}" for f in params)
+                if "email" in plain:
+                    sets += ", email_bidx = :bidx"
+                    params["bidx"] = cipher.blind(plain["email"])  # type: ignore[assignment]
                 await conn.execute(
-                    text(
-                        "UPDATE customers SET email = :e, phone = :p, "
-                        "email_bidx = COALESCE(email_bidx, :b) WHERE tenant_id = :t AND id = :id"
-                    ),
-                    {
-                        "e": seal(r.email, "email"),
-                        "p": seal(r.phone, "phone"),
-                        "b": None
-                        if r.email is None or r.email.startswith("v1.")
-                        else cipher.blind(r.email),
-                        "t": r.tenant_id,
-                        "id": r.id,
-                    },
+                    # Column names come from the fixed pair above, never from input.
+                    text(f"UPDATE customers SET {sets} WHERE tenant_id = :t AND id = :id"),  # noqa: S608
+                    {**params, "t": r.tenant_id, "id": r.id},
                 )
-            sealed += len(rows)
+                sealed += 1

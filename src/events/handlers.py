@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from customer360.data.keys import TenantErased
 from customer360.data.uow import SqlUnitOfWork
 from customer360.lifecycle import ChangeStage, DomainError, Source, change_stages, start_lifecycle
 from customer360.lifecycle.service import utcnow
@@ -129,6 +130,14 @@ async def handle_event(
     uow: SqlUnitOfWork, event: Any, clock: Callable[[], datetime] = utcnow
 ) -> Outcome:
     ev = parse_event(event)
+    try:
+        return await _apply(uow, ev, clock)
+    except TenantErased as exc:
+        # An erased tenant's events are refused like any other bad event, never retried.
+        raise EventRejected(str(exc)) from None
+
+
+async def _apply(uow: SqlUnitOfWork, ev: Event, clock: Callable[[], datetime]) -> Outcome:
     async with uow:
         # The configuration lock first, as on every write path, before any customer row.
         await uow.lifecycle.stage_config(ev.tenant, for_write=True)

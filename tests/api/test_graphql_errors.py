@@ -178,9 +178,7 @@ async def test_batching_is_refused(api):
     assert "user-1" not in resp.text
 
 
-async def test_expected_errors_are_not_logged_with_the_documents_personal_data(
-    api, caplog
-) -> None:
+async def test_expected_errors_are_not_logged_with_the_documents_personal_data(api, caplog) -> None:
     # given a document carrying an email literal that fails validation
     caplog.set_level("DEBUG")
     body = await api.gql('{ customers(filter: {search: "secret.person@example.com"}) { nope } }')

@@ -183,3 +183,31 @@ async def test_a_later_commit_never_gets_an_earlier_replay_position(
         ).scalar()
     assert order == [a, b]
     assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+
+
+async def test_an_altered_row_with_a_recomputed_hash_is_still_the_one_named(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    await busy_tenant(engine, make_customer, fresh_tenant, n=2)
+    rows = await chain(engine, fresh_tenant)
+    for victim in (rows[2], rows[-1]):  # in the middle, and the newest row
+        # when a superuser alters a row and recomputes its hash to cover it up
+        await tamper(
+            engine,
+            "UPDATE lifecycle_history h SET changed_by = 'mallory', "
+            "row_hash = c360_history_digest(h.prev_hash, "
+            "ROW(h.id, h.tenant_id, h.customer_id, h.version, h.from_stage, h.to_stage, "
+            "h.changed_at, 'mallory', h.reason_code, h.source, h.config_version, h.seq, "
+            "h.chain_pos, h.prev_hash, h.row_hash)::lifecycle_history) WHERE id = :id",
+            id=victim.id,
+        )
+        # then verify still names that row: the next row (or the chain head) holds the original
+        (broken,) = (await verify(engine, fresh_tenant)).broken
+        assert (broken.row_id, broken.position) == (victim.id, victim.chain_pos)
+        assert "recomputed" in broken.why
+        await tamper(  # put it back for the next round
+            engine,
+            "UPDATE lifecycle_history SET changed_by = 'user-1', row_hash = :h WHERE id = :id",
+            id=victim.id,
+            h=victim.row_hash,
+        )

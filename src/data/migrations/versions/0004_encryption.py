@@ -45,6 +45,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping wrapped data keys would make every sealed value unreadable, for good.
+    keys = op.get_bind().execute(sa.text("SELECT count(*) FROM tenant_keys")).scalar()
+    if keys:
+        raise RuntimeError(
+            f"refusing to downgrade below 0004: {keys} tenant data keys would be destroyed "
+            "and their encrypted values lost"
+        )
     op.drop_index("ix_customers_email_bidx", table_name="customers")
     op.create_index(
         "ix_customers_email",
