@@ -42,10 +42,18 @@ SUB = json.dumps(
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the server: the process and, with --workers, its worker children."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+            )
+        except OSError:
+            continue
+        if int(fields.get("Pid", "0")) == pid or int(fields.get("PPid", "0")) == pid:
+            total += int(fields.get("VmRSS", "0 kB").split()[0])
+    return total
 
 
 async def socket(
@@ -92,6 +100,7 @@ async def main() -> None:
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--settle", type=float, default=8.0, help="seconds to wait for frames")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between changes")
+    ap.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     ap.add_argument(
         "--per-change", action="store_true", help="print each change's first-last frame (ms)"
     )
@@ -114,7 +123,7 @@ async def main() -> None:
     renewable = [cid for cid, stage in rows[200:] if stage != "Active"]
     await engine.dispose()
     with embedded_kafka() as bootstrap:
-        async with serving(url, args.redis, kafka=bootstrap) as (base, proc):
+        async with serving(url, args.redis, kafka=bootstrap, workers=args.workers) as (base, proc):
             tok = token(TENANT)
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 await asyncio.sleep(3)  # let the consumer group settle

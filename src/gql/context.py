@@ -58,7 +58,6 @@ class Context:
 
     reads: Reads
     engine: AsyncEngine
-    loaders: Loaders
     hub: Hub | None = None
     limiter: RateLimiter | None = None
     websocket: WebSocket | None = None
@@ -67,6 +66,16 @@ class Context:
     # The socket's place in its principal's budget of open sockets, taken at connection_init.
     socket_slot: Slot | None = None
     _config: asyncio.Future[StageConfig] | None = field(default=None, repr=False)
+    # Built on first use: a socket that only listens never needs any (memory per socket).
+    _loaders: Loaders | None = field(default=None, repr=False)
+    # The socket's close at its token's expiry (a timer, not a task per socket).
+    expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = make_loaders(self.reads, self.principal.tenant_id)
+        return self._loaders
 
     @property
     def principal(self) -> Principal:
@@ -80,8 +89,7 @@ class Context:
 
     def renew(self) -> None:
         """Fresh DataLoaders and configuration: a long-lived socket must not serve old rows."""
-        if self._principal is not None:
-            self.loaders = make_loaders(self.reads, self._principal.tenant_id)
+        self._loaders = None
         self._config = None
 
     @property
@@ -134,7 +142,10 @@ class Context:
 
     def forget(self, customer_id: uuid.UUID) -> None:
         """After a write in this request, later reads must see it."""
-        for loader in (self.loaders.customer, self.loaders.metrics, self.loaders.history):
+        if self._loaders is None:
+            return
+        loaders = self._loaders
+        for loader in (loaders.customer, loaders.metrics, loaders.history):
             # strawberry's clear() raises for keys never loaded
             with contextlib.suppress(KeyError):
                 loader.clear(customer_id)

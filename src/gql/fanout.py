@@ -36,7 +36,7 @@ log = get_logger("customer360.fanout")
 MEMBER_QUEUE = 256
 FIELD = "lifecycleChanged"
 _END, _SLOW, _FAILED = object(), object(), object()
-GroupKey = tuple[str, frozenset[str], str, bytes, str | None]
+GroupKey = tuple[str, frozenset[str], str, str, str | None]
 Source = Callable[[], Awaitable[AsyncGenerator[Any, None]]]
 
 
@@ -84,14 +84,52 @@ def group_key(
         p.tenant_id,
         perms,
         query,
-        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+        # Decoded: orjson's bytes keep a 4 KB buffer, and every member's frame holds its key.
+        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode(),
         operation_name,
     )
 
 
+class _Inbox:
+    """A member's bounded queue. Not asyncio.Queue: its three deques cost about 2 KB per idle
+    socket; a list and one future at a time cost a few hundred bytes."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def put(self, item: Any) -> bool:
+        """False when full: the member cannot keep up."""
+        if len(self.items) >= MEMBER_QUEUE:
+            return False
+        self.items.append(item)
+        self._wake()
+        return True
+
+    def end(self, item: object) -> None:
+        """A last word, delivered even when full."""
+        self.items.append(item)
+        self._wake()
+
+    async def get(self) -> Any:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.pop(0)
+
+
 @dataclass(eq=False)
 class _Group:
-    members: set[asyncio.Queue[Any]] = field(default_factory=set)
+    members: set[_Inbox] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
 
@@ -104,9 +142,7 @@ class Fanout:
         own business (every socket is closed at its own token's expiry)."""
         assert ctx._principal is not None
         forever = replace(ctx._principal, expires_at=2**62)
-        return Context(
-            reads=ctx.reads, engine=ctx.engine, loaders=ctx.loaders, hub=ctx.hub, _principal=forever
-        )
+        return Context(reads=ctx.reads, engine=ctx.engine, hub=ctx.hub, _principal=forever)
 
     async def member(
         self, key: GroupKey, source: Source, close: Callable[[int, str], Awaitable[None]]
@@ -116,7 +152,7 @@ class Fanout:
             group = self.groups[key] = _Group()
             group.task = asyncio.create_task(self._run(key, group, source))
             SUBSCRIPTION_GROUPS.inc()
-        queue: asyncio.Queue[Any] = asyncio.Queue(MEMBER_QUEUE)
+        queue = _Inbox()
         group.members.add(queue)
         SUBSCRIPTIONS.inc()
         try:
@@ -150,12 +186,10 @@ class Fanout:
             async with contextlib.aclosing(results):
                 async for result in results:
                     for queue in list(group.members):
-                        try:
-                            queue.put_nowait(result)
-                        except asyncio.QueueFull:
+                        if not queue.put(result):
                             # A socket that cannot keep up is let go, not buffered forever.
                             group.members.discard(queue)
-                            _replace_last(queue, _SLOW)
+                            queue.end(_SLOW)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -166,13 +200,4 @@ class Fanout:
                 del self.groups[key]
             SUBSCRIPTION_GROUPS.dec()
             for queue in list(group.members):
-                _replace_last(queue, ending)
-
-
-def _replace_last(queue: asyncio.Queue[Any], item: object) -> None:
-    with contextlib.suppress(asyncio.QueueFull):
-        queue.put_nowait(item)
-        return
-    with contextlib.suppress(asyncio.QueueEmpty):
-        queue.get_nowait()
-    queue.put_nowait(item)
+                queue.end(ending)

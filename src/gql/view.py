@@ -24,7 +24,7 @@ from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError
 from customer360.observability import REJECTED
 
-from .context import Context, make_loaders
+from .context import Context
 from .wslimits import (
     CLOSE_FORBIDDEN,
     CLOSE_TOO_MANY,
@@ -113,19 +113,17 @@ class GraphQLResponseSend:
         await self.send({"type": "http.response.body", "body": body})
 
 
-_WATCHDOGS: set[asyncio.Task[None]] = set()
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
-async def _close_at_expiry(context: Context, expires_at: int) -> None:
+def _expire(context: Context) -> None:
+    """At the token's expiry: close the socket (4403), whatever it is doing then."""
     websocket = context.websocket
-    assert websocket is not None
-    while websocket.client_state is not WebSocketState.DISCONNECTED:
-        left = expires_at - time.time()
-        if left <= 0:
-            await context.close_socket(4403, "Token expired")
-            return
-        # Wake at least every 30 s so a closed socket releases this task soon.
-        await asyncio.sleep(min(left, 30.0))
+    if websocket is None or websocket.client_state is WebSocketState.DISCONNECTED:
+        return
+    task = asyncio.create_task(context.close_socket(4403, "Token expired"))
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
 
 
 _ENCODED: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
@@ -228,7 +226,6 @@ class GraphQLApp(GraphQL[Context, None]):
             return Context(
                 reads=services.reads,
                 engine=services.engine,
-                loaders=make_loaders(services.reads, ""),
                 hub=services.hub,
                 limiter=services.limiter,
                 websocket=request,
@@ -237,7 +234,6 @@ class GraphQLApp(GraphQL[Context, None]):
         return Context(
             reads=services.reads,
             engine=services.engine,
-            loaders=make_loaders(services.reads, principal.tenant_id),
             hub=services.hub,
             limiter=services.limiter,
             _principal=principal,
@@ -271,10 +267,10 @@ class GraphQLApp(GraphQL[Context, None]):
             raise SocketRefused(CLOSE_TOO_MANY, "Too many open sockets", REJECT_TOO_MANY_SOCKETS)
         context.socket_slot = slot
         context.authenticate(principal)
-        # Close the socket when the token runs out, whatever the socket is doing then.
-        watchdog = asyncio.create_task(_close_at_expiry(context, principal.expires_at))
-        _WATCHDOGS.add(watchdog)
-        watchdog.add_done_callback(_WATCHDOGS.discard)
+        # A timer, not a task per socket; cancelled when the socket closes (wslimits.py).
+        loop = asyncio.get_running_loop()
+        left = max(0.0, principal.expires_at - time.time())
+        context.expiry = loop.call_at(loop.time() + left, _expire, context)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

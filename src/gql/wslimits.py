@@ -106,8 +106,12 @@ def too_many_operations(limit: int) -> GraphQLError:
 
 
 def _release_slot(context: Context) -> None:
+    """The socket is done: its budget slot and its expiry timer go."""
     if context.socket_slot is not None:
         context.socket_slot.release()
+    if context.expiry is not None:
+        context.expiry.cancel()
+        context.expiry = None
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
