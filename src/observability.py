@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -154,3 +156,48 @@ def configure_logging(level: str = "INFO") -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+GC_PAUSE = Histogram(
+    "c360_gc_pause_seconds",
+    "Pauses of Python's cyclic garbage collector, by generation",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+
+
+@contextlib.contextmanager
+def gc_monitor(slow_seconds: float = 0.05) -> Iterator[None]:
+    """Time every collection: a full one stops the event loop, and every socket with it."""
+    log = get_logger("customer360.gc")
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+            return
+        took = time.perf_counter() - started
+        GC_PAUSE.labels(str(info["generation"])).observe(took)
+        if took >= slow_seconds:
+            log.warning(
+                "long gc pause",
+                generation=info["generation"],
+                seconds=round(took, 3),
+                collected=info["collected"],
+            )
+
+    # What exists once the service is up (modules, the schema, pools) lives as long as the
+    # process: frozen, a full collection no longer walks it on every pass.
+    gc.collect()
+    gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(20_000, 50, 100)
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*previous)
+        gc.unfreeze()

@@ -51,7 +51,7 @@ def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
     return Loaders(DataLoader(customers), DataLoader(metrics), DataLoader(history))
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What resolvers see. Over HTTP one per request; over a WebSocket one per connection,
     its principal set at `connection_init` and its caches renewed for every operation."""

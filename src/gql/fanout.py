@@ -40,6 +40,10 @@ GroupKey = tuple[str, frozenset[str], str, str, str | None]
 Source = Callable[[], Awaitable[AsyncGenerator[Any, None]]]
 
 
+async def _spent() -> AsyncGenerator[Any, None]:
+    raise RuntimeError("a member never starts its group's source")
+
+
 @functools.lru_cache(maxsize=512)
 def _shareable(query: str, operation_name: str | None) -> tuple[bool, str | None]:
     """Whether the document is one `lifecycleChanged` root field that every member would see
@@ -129,6 +133,7 @@ class _Inbox:
 
 @dataclass(eq=False)
 class _Group:
+    key: GroupKey
     members: set[_Inbox] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
@@ -149,9 +154,12 @@ class Fanout:
     ) -> AsyncGenerator[Any, None]:
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = _Group()
+            group = self.groups[key] = _Group(key)
             group.task = asyncio.create_task(self._run(key, group, source))
             SUBSCRIPTION_GROUPS.inc()
+        # This frame lives as long as the socket: keep the group's key and nothing of the
+        # caller's (its key tuple, its source closure).
+        key, source = group.key, _spent
         queue = _Inbox()
         group.members.add(queue)
         SUBSCRIPTIONS.inc()
@@ -183,6 +191,7 @@ class Fanout:
         ending = _END
         try:
             results = await source()
+            source = _spent  # its closure holds the first member's context: let it go
             async with contextlib.aclosing(results):
                 async for result in results:
                     for queue in list(group.members):

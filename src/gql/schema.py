@@ -99,9 +99,10 @@ class Schema(strawberry.Schema):
                 allowed_operation_types,
             )
         assert isinstance(context_value, Context)
-        shared = self.fanout.shared_context(context_value)
 
         async def source() -> Any:
+            # Built when the group starts, not for every member that joins it.
+            shared = self.fanout.shared_context(context_value)
             return await strawberry.Schema.stream(
                 self,
                 query,

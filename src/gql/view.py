@@ -274,3 +274,8 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson shares the key strings of every message it decodes; a socket keeps its
+        # subscribe message for its whole life. (orjson.JSONDecodeError is json's.)
+        return orjson.loads(data)

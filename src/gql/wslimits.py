@@ -55,6 +55,8 @@ class Slot:
     """One open socket's place in its principal's budget; released once however often the
     socket's teardown paths call it."""
 
+    __slots__ = ("_held", "_key", "_owner")
+
     def __init__(self, owner: SocketSlots, key: PrincipalKey) -> None:
         self._owner, self._key, self._held = owner, key, True
 
