@@ -167,37 +167,56 @@ GC_PAUSE = Histogram(
 )
 
 
-@contextlib.contextmanager
-def gc_monitor(slow_seconds: float = 0.05) -> Iterator[None]:
-    """Time every collection: a full one stops the event loop, and every socket with it."""
-    log = get_logger("customer360.gc")
-    started = 0.0
+class _GcTimer:
+    """Times every collection: a full one stops the event loop, and every socket with it."""
 
-    def callback(phase: str, info: dict[str, int]) -> None:
-        nonlocal started
+    slow_seconds = 0.05
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.started = 0.0
+        self.threshold = gc.get_threshold()
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started = time.perf_counter()
+            self.started = time.perf_counter()
             return
-        took = time.perf_counter() - started
+        took = time.perf_counter() - self.started
         GC_PAUSE.labels(str(info["generation"])).observe(took)
-        if took >= slow_seconds:
-            log.warning(
+        if took >= self.slow_seconds:
+            get_logger("customer360.gc").warning(
                 "long gc pause",
                 generation=info["generation"],
                 seconds=round(took, 3),
                 collected=info["collected"],
             )
 
-    # What exists once the service is up (modules, the schema, pools) lives as long as the
-    # process: frozen, a full collection no longer walks it on every pass.
-    gc.collect()
-    gc.freeze()
-    previous = gc.get_threshold()
-    gc.set_threshold(20_000, 50, 100)
-    gc.callbacks.append(callback)
+
+_GC_TIMER = _GcTimer()
+
+
+@contextlib.contextmanager
+def gc_monitor() -> Iterator[None]:
+    """Collector set-up for a long-running server, with every pause timed.
+
+    Process-wide and re-entrant (tests run several gateways in one process): the first user
+    installs it, the last one out restores the collector."""
+    timer = _GC_TIMER
+    timer.users += 1
+    if timer.users == 1:
+        # What exists once the service is up (modules, the schema, pools) lives as long as
+        # the process: frozen, a full collection no longer walks it on every pass. Fewer,
+        # larger young collections promote less short-lived garbage into the old generation.
+        timer.threshold = gc.get_threshold()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
+        gc.callbacks.append(timer)
     try:
         yield
     finally:
-        gc.callbacks.remove(callback)
-        gc.set_threshold(*previous)
-        gc.unfreeze()
+        timer.users -= 1
+        if timer.users == 0:
+            gc.callbacks.remove(timer)
+            gc.set_threshold(*timer.threshold)
+            gc.unfreeze()

@@ -116,6 +116,22 @@ class GraphQLResponseSend:
 _CLOSING: set[asyncio.Task[None]] = set()
 
 
+def _forget_handshake(websocket: WebSocket | None) -> None:
+    """Let uvicorn drop the handshake's parsed request and response once the socket is open.
+
+    uvicorn (0.54, websockets-sansio) keeps both, with their header multidicts, for
+    the socket's whole life though it never reads them again: about 4.7 KB per socket, more
+    with a browser's cookies. Only attributes it assigns at the handshake are touched, and
+    only when they exist, so another server or version is simply left as it is."""
+    send = getattr(websocket, "_send", None)
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or not getattr(protocol, "handshake_complete", False):
+        return
+    for name in ("request", "response"):
+        if getattr(protocol, name, None) is not None:
+            setattr(protocol, name, None)
+
+
 def _expire(context: Context) -> None:
     """At the token's expiry: close the socket (4403), whatever it is doing then."""
     websocket = context.websocket
@@ -245,6 +261,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if context.socket_slot is not None:
             # graphql-ws lets a client init again; each init would take another slot.
             raise SocketRefused(CLOSE_TOO_MANY, "Too many initialisation requests", REJECT_REINIT)
+        _forget_handshake(context.websocket)
         params = context.connection_params or {}
         headers = {}
         for key in ("Authorization", "authorization"):

@@ -398,3 +398,34 @@ async def test_identical_subscriptions_share_one_execution(
     metrics = (await http.get("/metrics")).text
     assert gauge(metrics, "c360_subscriptions_active") == 0
     assert gauge(metrics, "c360_subscription_groups") == 0
+
+
+async def test_an_open_socket_does_not_keep_its_parsed_handshake(
+    server, api, make_customer, engine
+) -> None:
+    # The session's uvicorn runs in this process, so its connection objects can be looked at.
+    import gc
+
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    def open_protocols() -> list[WebSocketsSansIOProtocol]:
+        return [
+            o
+            for o in gc.get_objects()
+            # type(), not isinstance(): the heap holds dead weak proxies that raise on access
+            if type(o) is WebSocketsSansIOProtocol and o.handshake_complete and not o.close_sent
+        ]
+
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    async with connect(server.url, auth(api)) as ws:
+        await ws.subscribe(SUB)
+        await asyncio.sleep(0.2)
+        protocols = open_protocols()
+        # given at least this socket open, its parsed request and response (with their header
+        # multidicts, about 4.7 KB) are gone, while the socket goes on working
+        assert protocols
+        assert all(p.request is None and p.response is None for p in protocols)
+        await api.patch(cid, {"stage": "Active"})
+        (e,) = await ws.events(1)
+        assert e["customer"]["id"] == str(cid)
