@@ -57,9 +57,6 @@ _FIND_KEYS = text(
     "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
     "AND created_at > now() - interval '24 hours'"
 )
-# The history trigger takes this same lock per row; taking it first, after the customer rows
-# and before the statement that also locks stage counts, keeps one lock order on every path.
-_CHAIN = text("SELECT pg_advisory_xact_lock(hashtextextended('history-chain:' || :t, 0))")
 # One statement, one round trip: history, current status, stage counts, outbox, keys.
 _RECORD = text(
     """
@@ -78,7 +75,7 @@ hist AS (
   SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
          reason_code, source, config_version
   FROM t ORDER BY customer_id, version
-  RETURNING id, seq, chain_pos, row_hash
+  RETURNING id
 ),
 latest AS (
   SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC
@@ -103,14 +100,12 @@ counts AS (
   ON CONFLICT (tenant_id, stage) DO UPDATE SET count = stage_counts.count + EXCLUDED.count
 ),
 box AS (
-  INSERT INTO outbox (tenant_id, topic, key, payload, history_seq)
-  -- The chain head after this change travels in its audit event: consumers can anchor
-  -- `c360 audit verify` outside this database.
-  SELECT :t, :topic, t.customer_id::text,
-         jsonb_set(t.event, '{data,chain}', jsonb_build_object(
-           'position', hist.chain_pos, 'hash', encode(hist.row_hash, 'hex'))),
-         hist.seq
-  FROM t JOIN hist ON hist.id = t.id ORDER BY hist.seq
+  -- Linked at commit (migration 0006), which also gives this audit event its replay seq
+  -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
+  -- this database.
+  INSERT INTO outbox (tenant_id, topic, key, payload, history_id)
+  SELECT :t, :topic, t.customer_id::text, t.event, hist.id
+  FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
 ),
 keys AS (
   INSERT INTO idempotency_keys (tenant_id, subject, key, fingerprint, result)
@@ -269,8 +264,6 @@ class SqlLifecycleRepository:
     ) -> None:
         ts = transitions
         self.recorded.extend(ts)
-        if ts:
-            await self.conn.execute(_CHAIN, {"t": tenant_id})
         await self.conn.execute(
             _RECORD,
             {

@@ -113,12 +113,13 @@ lifecycle_history = Table(
     Column("source", String(16), nullable=False),
     Column("config_version", Integer, nullable=False),
     # A tenant-wide order for replaying history to reconnecting subscribers.
-    # Drawn under the tenant's chain lock (migration 0003), so it follows commit order.
+    # Drawn again at commit under the tenant's chain lock (migration 0006): commit order.
     Column("seq", BigInteger, Identity(), nullable=False),
-    # Tamper evidence: the tenant's chain position and sha256(prev_hash || canonical row).
-    Column("chain_pos", BigInteger, nullable=False),
-    Column("prev_hash", LargeBinary, nullable=False),
-    Column("row_hash", LargeBinary, nullable=False),
+    # Tamper evidence, linked at commit: the tenant's chain position and
+    # sha256(prev_hash || canonical row).
+    Column("chain_pos", BigInteger),
+    Column("prev_hash", LargeBinary),
+    Column("row_hash", LargeBinary),
     UniqueConstraint("tenant_id", "customer_id", "version"),
     Index("uq_lifecycle_history_tenant_id_chain_pos", "tenant_id", "chain_pos", unique=True),
     Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
@@ -237,6 +238,7 @@ outbox = Table(
     Column("published_at", TS),
     Column("redis_published_at", TS),
     Column("history_seq", BigInteger),
+    Column("history_id", UUID(as_uuid=True)),
     Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_redis_pending", "id", postgresql_where=text("redis_published_at IS NULL")),
 )

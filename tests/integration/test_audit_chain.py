@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.audit import verify
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, Source, change_stage, change_stages
+from customer360.lifecycle import ChangeStage, Source, change_stage
 
 
 def move(tenant: str, cid: uuid.UUID, stage: str) -> ChangeStage:
@@ -152,37 +152,29 @@ async def test_the_chain_head_travels_in_each_audit_event(
         assert p.chain == {"position": p.chain_pos, "hash": p.row_hash.hex()}
 
 
-async def test_a_later_commit_never_gets_an_earlier_replay_position(
-    engine: AsyncEngine, make_customer, fresh_tenant: str
+async def test_replay_positions_and_chain_links_follow_commit_order_not_insert_order(
+    engine: AsyncEngine, fresh_tenant: str
 ) -> None:
-    # given two customers, and transaction A that has written a change but not committed
-    a, b = await make_customer(fresh_tenant), await make_customer(fresh_tenant)
-    uow = SqlUnitOfWork(engine)
-    async with uow:
-        await change_stages(uow, [move(fresh_tenant, a, "Onboarded")])
-        # when B writes and commits meanwhile
-        other = asyncio.create_task(
-            change_stage(SqlUnitOfWork(engine), move(fresh_tenant, b, "Onboarded"))
-        )
-        await asyncio.sleep(0.3)
-        # then B waits for A: had B committed first with a higher seq, a subscriber resuming
-        # `after` B's position would never see A's change
-        assert not other.done()
-        await uow.commit()
-    await other
+    insert = text(
+        "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, from_stage, "
+        "to_stage, changed_at, changed_by, source, config_version) "
+        "VALUES (:id, :t, :c, 1, NULL, 'Prospect', now(), 'u', 'SYSTEM', 1)"
+    )
+    a, b = uuid.uuid4(), uuid.uuid4()
+    # given transaction A that inserted its history row first but has not committed
+    async with engine.connect() as first:
+        await first.begin()
+        await first.execute(insert, {"id": a, "t": fresh_tenant, "c": uuid.uuid4()})
+        # when B inserts later and commits first (it does not wait for A)
+        async with engine.begin() as second:
+            await second.execute(insert, {"id": b, "t": fresh_tenant, "c": uuid.uuid4()})
+        await first.commit()
+    # then B comes first in replay order and in the chain: a subscriber that resumed after
+    # B's position still receives A, and the chain verifies
     rows = await chain(engine, fresh_tenant)
-    async with engine.connect() as c:
-        order = (
-            await c.execute(
-                text(
-                    "SELECT array_agg(customer_id ORDER BY seq) FROM lifecycle_history "
-                    "WHERE tenant_id = :t AND version = 2"
-                ),
-                {"t": fresh_tenant},
-            )
-        ).scalar()
-    assert order == [a, b]
-    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+    assert [r.id for r in rows] == [b, a]
+    assert rows[0].seq < rows[1].seq and rows[1].prev_hash == rows[0].row_hash
+    assert (await verify(engine, fresh_tenant)).broken == []
 
 
 async def test_an_altered_row_with_a_recomputed_hash_is_still_the_one_named(
@@ -211,3 +203,26 @@ async def test_an_altered_row_with_a_recomputed_hash_is_still_the_one_named(
             id=victim.id,
             h=victim.row_hash,
         )
+
+
+async def test_a_row_not_yet_linked_cannot_be_rewritten_before_its_commit_either(
+    engine: AsyncEngine, fresh_tenant: str
+) -> None:
+    # given a transaction holding a history row that its commit has not linked yet
+    async with engine.connect() as c:
+        await c.begin()
+        await c.execute(
+            text(
+                "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, "
+                "from_stage, to_stage, changed_at, changed_by, source, config_version) "
+                "VALUES (:id, :t, :c, 1, NULL, 'Prospect', now(), 'u', 'SYSTEM', 1)"
+            ),
+            {"id": uuid.uuid4(), "t": fresh_tenant, "c": uuid.uuid4()},
+        )
+        # when that same transaction tries to rewrite it, then it is refused: only the
+        # commit step itself may fill in the links
+        with pytest.raises(DBAPIError, match="append-only"):
+            await c.execute(
+                text("UPDATE lifecycle_history SET to_stage = 'Churned' WHERE tenant_id = :t"),
+                {"t": fresh_tenant},
+            )

@@ -66,6 +66,8 @@ async def test_history_from_before_the_chain_is_chained_and_verifies(blank_url: 
                 ),
                 {"id": uuid.uuid4(), "c": uuid.uuid4()},
             )
+        # (linked when its transaction commits)
+        async with engine.connect() as c:
             heads = dict(
                 (await c.execute(text("SELECT tenant_id, position FROM history_heads"))).all()
             )
