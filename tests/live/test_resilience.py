@@ -329,3 +329,77 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
         await dlq.stop()
     assert found is not None
     assert dict(found.headers)["dlq.error"].startswith(b"failed 5 times")
+
+
+async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothing_twice(
+    settings: Settings, engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    import sys
+
+    from customer360.events.kafka import ensure_topics
+    from customer360.observability import REGISTRY
+    from tests.conftest import DATA_KEY
+
+    cid = await make_customer()
+    renewal = event(
+        "contract.renewed",
+        tenant,
+        {"customer_id": str(cid), "contract_id": "K9", "renewed_at": "2025-08-01T00:00:00Z"},
+    )
+
+    def duplicates() -> float:
+        labels = {"topic": "contract.renewed", "outcome": "duplicate"}
+        return REGISTRY.get_sample_value("c360_events_consumed_total", labels) or 0.0
+
+    async def applied_once() -> None:
+        async with engine.connect() as c:
+            row = (
+                await c.execute(
+                    text(
+                        "SELECT c.version, m.contract_renewal_count FROM customers c "
+                        "JOIN customer_metrics m ON m.customer_id = c.id WHERE c.id = :c"
+                    ),
+                    {"c": cid},
+                )
+            ).one()
+        assert tuple(row) == (2, 1)
+
+    # A broker of its own: no other consumer group may take the record first.
+    with embedded_kafka() as bootstrap:
+        await ensure_topics(bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                "contract.renewed", json.dumps(renewal).encode(), key=str(cid).encode()
+            )
+            # when the process consuming it dies the instant its transaction commits
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).with_name("consumer_killed.py")),
+                bootstrap,
+                settings.database_url or "",
+                DATA_KEY,
+                "c360-gateway",
+                tenant,
+            )
+            assert await asyncio.wait_for(proc.wait(), 90) == 9
+            await applied_once()
+            # then the group's next consumer gets the record again (no offset was committed)
+            # and recognises it: nothing changes twice
+            before = duplicates()
+            again = EventConsumer(bootstrap, engine, producer)
+            task = asyncio.create_task(again.run())
+            try:
+
+                async def seen_again() -> bool:
+                    return duplicates() > before
+
+                await wait_for(seen_again, timeout=60)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await applied_once()
+        finally:
+            await producer.stop()
