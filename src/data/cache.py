@@ -5,15 +5,17 @@ committed change (`invalidate`), so a reader that raced a writer can never store
 value where later readers look: it is filed under the old generation. Every read and write
 is one round trip (a Lua script). Any Redis failure is a miss: reads fall back to PostgreSQL.
 
-The process that wrote a change also remembers it for a few seconds (`note_written`), so it
-never serves the old state from cache before the relay has caught up.
+The process that wrote a change remembers, per customer, the generation its outbox row will
+set (`note_written`) and reads that customer from PostgreSQL until the cache shows it: it
+never serves its own write's old state, however late the relay. The tenant's summary, whose
+generations are not ordered, is bypassed for a few seconds after a write instead.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +32,9 @@ PREFIX = "c360:v2"
 PROFILE_TTL = 24 * 3600
 SUMMARY_TTL = 300
 LOCAL_GUARD_SECONDS = 5.0
+# A relay stalled longer than this (Redis or its leader away) is not waited for: the cached
+# value is then served again. Until then this process reads its own writes from PostgreSQL.
+AWAIT_RELAY_SECONDS = 600.0
 
 # KEYS: gen keys; ARGV: value-key prefixes (same order). Returns [gen, value] pairs.
 _GET = """
@@ -83,27 +88,47 @@ class Cache:
         self._get = redis.register_script(_GET)
         self._put = redis.register_script(_PUT)
         self._written: dict[tuple[str, str], float] = {}
+        # (tenant, customer) -> (the generation the relay will set for this process's write,
+        # give up waiting after): until the cache shows that generation, it is old for us.
+        self._awaited: dict[tuple[str, str], tuple[int, float]] = {}
 
     # -- read-your-writes in this process -------------------------------------------------
-    def note_written(self, tenant: str, customer_ids: Iterable[uuid.UUID]) -> None:
-        until = time.monotonic() + LOCAL_GUARD_SECONDS
+    def note_written(self, tenant: str, written: Mapping[uuid.UUID, int]) -> None:
+        now = time.monotonic()
         if len(self._written) > 50_000:
-            now = time.monotonic()
             self._written = {k: v for k, v in self._written.items() if v > now}
-        self._written[(tenant, "summary")] = until
-        for cid in customer_ids:
-            self._written[(tenant, str(cid))] = until
+        if len(self._awaited) > 50_000:
+            self._awaited = {k: v for k, v in self._awaited.items() if v[1] > now}
+        self._written[(tenant, "summary")] = now + LOCAL_GUARD_SECONDS
+        for cid, generation in written.items():
+            self._awaited[(tenant, str(cid))] = (generation, now + AWAIT_RELAY_SECONDS)
 
     def _fresh_here(self, tenant: str, what: str) -> bool:
         until = self._written.get((tenant, what))
         return until is not None and until > time.monotonic()
 
+    def _awaiting(self, tenant: str, cid: uuid.UUID, generation: str) -> bool:
+        """Whether this process wrote the customer and the relay has not yet set the
+        generation of that write (or a later one): the cached value may be older."""
+        key = (tenant, str(cid))
+        awaited = self._awaited.get(key)
+        if awaited is None:
+            return False
+        if awaited[1] <= time.monotonic() or (
+            generation.isdigit() and int(generation) >= awaited[0]
+        ):
+            # Outbox ids only grow, and one customer's rows are published in id order.
+            del self._awaited[key]
+            return False
+        return True
+
     # -- profiles ---------------------------------------------------------------------------
     async def customers(
         self, tenant: str, ids: Sequence[uuid.UUID]
     ) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, str]]:
-        """(hits, generations of the misses) for the ids this process may serve from cache."""
-        wanted = [i for i in ids if not self._fresh_here(tenant, str(i))]
+        """(hits, generations of the misses) for the ids this process may serve from cache:
+        not a customer whose own write here the relay has not caught up with yet."""
+        wanted = list(ids)
         if not wanted:
             return {}, {}
         keys = [customer_key(tenant, i) for i in wanted]
@@ -116,10 +141,13 @@ class Cache:
         gens: dict[uuid.UUID, str] = {}
         for n, cid in enumerate(wanted):
             gen, raw = flat[2 * n], flat[2 * n + 1]
+            generation = gen.decode() if isinstance(gen, bytes) else str(gen)
+            if self._awaiting(tenant, cid, generation):
+                continue  # read from PostgreSQL, and not stored under a generation now old
             if raw:
                 hits[cid] = _decode(raw)
             else:
-                gens[cid] = gen.decode() if isinstance(gen, bytes) else str(gen)
+                gens[cid] = generation
         return hits, gens
 
     async def store_customers(

@@ -17,8 +17,8 @@ from .keys import keys_of
 CACHE_TOPIC = "c360.cache.customer"
 _CACHE_ROW = text(
     "WITH i AS (INSERT INTO outbox (tenant_id, topic, key, payload) "
-    "VALUES (:t, 'c360.cache.customer', :k, '{}') RETURNING 1) "
-    "SELECT pg_notify('c360_outbox', '') FROM i"
+    "VALUES (:t, 'c360.cache.customer', :k, '{}') RETURNING id) "
+    "SELECT id, pg_notify('c360_outbox', '') AS woken FROM i"
 )
 PROFILE_FIELDS = ("name", "email", "phone", "company_name", "tier", "tags", "assigned_to")
 SEALED = ("email", "phone")
@@ -98,12 +98,13 @@ _TOUCH = text(
 class CustomerRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.touched: list[tuple[str, uuid.UUID]] = []
+        # (tenant, customer, outbox row id = the cache generation it leads to)
+        self.touched: list[tuple[str, uuid.UUID, int]] = []
 
     async def _changed(self, tenant_id: str, customer_id: uuid.UUID) -> None:
         """A profile-only change: an outbox row tells every process's cache (no audit event)."""
-        self.touched.append((tenant_id, customer_id))
-        await self.conn.execute(_CACHE_ROW, {"t": tenant_id, "k": str(customer_id)})
+        row = (await self.conn.execute(_CACHE_ROW, {"t": tenant_id, "k": str(customer_id)})).one()
+        self.touched.append((tenant_id, customer_id, int(row.id)))
 
     async def _sealed(
         self,

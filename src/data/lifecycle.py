@@ -106,6 +106,7 @@ box AS (
   INSERT INTO outbox (tenant_id, topic, key, payload, history_id)
   SELECT :t, :topic, t.customer_id::text, t.event, hist.id
   FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
+  RETURNING id, key
 ),
 keys AS (
   INSERT INTO idempotency_keys (tenant_id, subject, key, fingerprint, result)
@@ -117,8 +118,11 @@ keys AS (
     SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, created_at = now()
     WHERE idempotency_keys.created_at <= now() - interval '24 hours'
 )
--- Wakes the outbox relays at commit (NOTIFY is transactional).
-SELECT pg_notify('c360_outbox', '') WHERE EXISTS (SELECT 1 FROM t)
+-- Each customer's newest outbox row: the cache generation the relay will set for it, which
+-- this process waits for before serving that customer from cache again (read-your-writes).
+-- pg_notify wakes the relays at commit (transactional; repeats in one transaction fold).
+SELECT box.key, max(box.id) AS generation, pg_notify('c360_outbox', '') AS woken
+FROM box GROUP BY box.key
 """
 )
 
@@ -187,6 +191,8 @@ class SqlLifecycleRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.recorded: list[Transition] = []
+        # Customer -> the outbox row id its cache generation becomes once relayed.
+        self.generations: dict[uuid.UUID, int] = {}
         # Configurations read under this transaction's lock: they cannot change until commit.
         self._held: dict[str, StageConfig] = {}
         self._tenant: str | None = None
@@ -264,7 +270,7 @@ class SqlLifecycleRepository:
     ) -> None:
         ts = transitions
         self.recorded.extend(ts)
-        await self.conn.execute(
+        rows = await self.conn.execute(
             _RECORD,
             {
                 "t": tenant_id,
@@ -286,3 +292,5 @@ class SqlLifecycleRepository:
                 "k_results": [result_to_json(k.result) for k in idempotency],
             },
         )
+        for r in rows:
+            self.generations[uuid.UUID(r.key)] = int(r.generation)

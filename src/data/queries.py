@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -114,7 +114,7 @@ class Reads:
         self._configs: dict[str, tuple[float, StageConfig]] = {}
         self._counting: dict[str, asyncio.Future[dict[str, int]]] = {}
 
-    def note_written(self, tenant_id: str, customer_ids: Iterable[uuid.UUID]) -> None:
+    def note_written(self, tenant_id: str, customer_ids: Mapping[uuid.UUID, int]) -> None:
         """Called at commit by this process's units of work (read-your-writes)."""
         if self.cache is not None:
             self.cache.note_written(tenant_id, customer_ids)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -14,7 +14,8 @@ from customer360.observability import TRANSITIONS
 from .customers import CustomerRepository
 from .lifecycle import SqlLifecycleRepository
 
-CommitHook = Callable[[str, Iterable[uuid.UUID]], None]
+# (tenant, {customer: cache generation}): iterating it gives the customers.
+CommitHook = Callable[[str, Mapping[uuid.UUID, int]], None]
 
 
 class SqlUnitOfWork:
@@ -69,13 +70,18 @@ class SqlUnitOfWork:
         if self._depth == 1:
             await self.connection.commit()
             self.committed = True
-            touched: dict[str, set[uuid.UUID]] = {}
+            # Per tenant: each touched customer and the cache generation its change leads to.
+            touched: dict[str, dict[uuid.UUID, int]] = {}
+            written = self.lifecycle.generations
             for t in self.lifecycle.recorded:
                 TRANSITIONS.labels(t.source.value).inc()
-                touched.setdefault(t.tenant_id, set()).add(t.customer_id)
-            for tenant, cid in self.customers.touched:
-                touched.setdefault(tenant, set()).add(cid)
+                gens = touched.setdefault(t.tenant_id, {})
+                gens[t.customer_id] = max(gens.get(t.customer_id, 0), written.get(t.customer_id, 0))
+            for tenant, cid, gen in self.customers.touched:
+                gens = touched.setdefault(tenant, {})
+                gens[cid] = max(gens.get(cid, 0), gen)
             self.lifecycle.recorded.clear()
+            self.lifecycle.generations.clear()
             self.customers.touched.clear()
             if self._on_commit is not None:
                 for tenant, ids in touched.items():

@@ -127,3 +127,43 @@ async def test_reads_fall_back_to_postgresql_when_redis_is_down(
         down = Api(http, api.tenant)
         assert await stage(down, cid) == "Prospect"
         assert (await counts(down))["Prospect"] == 1
+
+
+async def test_this_process_reads_its_own_write_however_long_the_relay_takes(
+    api, make_customer, engine, redis_url, monkeypatch
+) -> None:
+    import redis.asyncio as aioredis
+
+    import customer360.data.cache as cache_module
+    from customer360.data.cache import Cache, customer_key
+    from customer360.data.queries import Reads
+
+    cid = await make_customer(name="Before")
+    await settled(engine, api.tenant)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        reads = Reads(engine, cache=Cache(client))
+        assert (await reads.customers_by_id(api.tenant, [cid]))[cid].name == "Before"  # stored
+        generation = int(await client.get(f"{customer_key(api.tenant, cid)}:gen"))
+        # given a write by this process that the relay has not published yet (simulated: the
+        # row changed, the unit of work told the cache which generation it leads to)
+        async with engine.begin() as c:
+            await c.execute(text("UPDATE customers SET name = 'After' WHERE id = :c"), {"c": cid})
+        reads.note_written(api.tenant, {cid: generation + 1_000_000})
+        # when a minute passes without the relay catching up
+        real = time.monotonic
+        monkeypatch.setattr(
+            cache_module,
+            "time",
+            type("Clock", (), {"monotonic": staticmethod(lambda: real() + 60)}),
+        )
+        # then this process still reads its own write, not the cached old row
+        assert (await reads.customers_by_id(api.tenant, [cid]))[cid].name == "After"
+        # and once the relay has set that generation, the cache serves it again
+        await client.set(f"{customer_key(api.tenant, cid)}:gen", generation + 1_000_000)
+        assert (await reads.customers_by_id(api.tenant, [cid]))[cid].name == "After"
+        async with engine.begin() as c:
+            await c.execute(text("UPDATE customers SET name = 'Behind' WHERE id = :c"), {"c": cid})
+        assert (await reads.customers_by_id(api.tenant, [cid]))[cid].name == "After"  # cached
+    finally:
+        await client.aclose()
