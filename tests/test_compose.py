@@ -54,3 +54,29 @@ def test_the_stack_has_what_production_needs() -> None:
         "migrate",
         "gateway",
     }
+
+
+def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> None:
+    import json
+
+    from sqlalchemy import make_url
+
+    out = subprocess.run(
+        [str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    stack = json.loads(out.stdout)
+    env = stack["services"]["gateway"]["environment"]
+    app = make_url(env["C360_DATABASE_URL"]).username
+    owner = make_url(env["C360_MIGRATION_DATABASE_URL"]).username
+    # not the owner (FORCE makes policies bind owners too, but superusers never)...
+    assert app and app != owner
+    # ...and created by the database at its first start, without superuser or BYPASSRLS
+    created = [c["content"] for c in stack["configs"].values()]
+    assert any(f"CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS" in c for c in created)
+    mounts = [m["target"] for m in stack["services"]["postgres"]["configs"]]
+    assert any(t.startswith("/docker-entrypoint-initdb.d/") for t in mounts)
