@@ -78,20 +78,31 @@ def kafka_bootstrap() -> Iterator[str]:
         yield bootstrap
 
 
-@pytest.fixture(scope="session")
-async def database_url(pg_server_url: str) -> AsyncIterator[str]:
-    name = f"c360_test_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+@contextlib.asynccontextmanager
+async def scratch_database(
+    server_url: str, prefix: str, *, migrate: bool = True
+) -> AsyncIterator[str]:
+    """A database of its own on the test server (migrated to head unless told not to),
+    dropped afterwards; yields its URL, as the server's user."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade_async(url)
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
+        if migrate:
+            await upgrade_async(url)
         yield url
     finally:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server_url: str) -> AsyncIterator[str]:
+    async with scratch_database(pg_server_url, "c360_test") as url:
+        yield url
 
 
 APP_ROLE = "c360_test_app"

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from customer360.data.queries import CustomerFilterSpec
 from customer360.devstack import free_port
-from tests.conftest import SECRET, created_event, event
+from tests.conftest import SECRET, created_event, event, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 C360 = [sys.executable, "-m", "customer360.cli"]
@@ -174,16 +174,10 @@ def test_c360_dev_boots_embedded_servers_serves_and_stops_them(tmp_path: Path) -
 
 
 async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) -> None:
-    from sqlalchemy import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
     # given an empty database
-    name = f"c360_cli_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_database(pg_server_url, "c360_cli", migrate=False) as url:
         env = clean_env(C360_DATABASE_URL=url, C360_DATA_KEY=K1)
         # when it is migrated and seeded through the CLI
         assert run(["migrate"], env).returncode == 0
@@ -248,10 +242,6 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
         assert out.returncode == 1
         assert f"tenant demo-x row {victim}" in out.stderr
         await keys_and_erase(url, env)
-    finally:
-        async with admin.connect() as c:
-            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 K1 = "k1:" + base64.b64encode(b"1" * 32).decode()
@@ -312,55 +302,58 @@ def test_ingest_rejects_undecodable_and_oversized_lines_and_goes_on(
 
 
 async def test_migrate_grants_the_application_role(pg_server_url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    role = f"c360_app_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        async with scratch_database(pg_server_url, "c360_grant", migrate=False) as url:
+            await migrate_and_check_the_grants(url, role)
+    finally:
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        await admin.dispose()
+
+
+async def migrate_and_check_the_grants(owner_url: str, role: str) -> None:
+    """`c360 migrate` as the owner gives `role` what the gateway needs, and no more."""
     from sqlalchemy import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    name, role = f"c360_grant_{uuid.uuid4().hex[:8]}", f"c360_app_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-        await c.execute(text(f'CREATE ROLE "{role}" LOGIN'))
-    owner = make_url(pg_server_url).set(database=name)
+    owner = make_url(owner_url)
     app_url = owner.set(username=role).render_as_string(hide_password=False)
-    try:
-        out = run(
-            ["migrate"],
-            clean_env(
-                C360_MIGRATION_DATABASE_URL=owner.render_as_string(hide_password=False),
-                C360_DATABASE_URL=app_url,
-            ),
-        )
-        assert out.returncode == 0, out.stderr
-        assert f"granted table access to role {role}" in out.stderr
-        as_app = create_async_engine(app_url)
-        async with as_app.connect() as c:
-            # row-level security: no tenant in scope, no row written
-            with pytest.raises(Exception, match="row-level security"):
-                await c.execute(
-                    text(
-                        "INSERT INTO outbox (tenant_id, topic, key, payload) "
-                        "VALUES ('t','x','k','{}')"
-                    )
-                )
-        async with as_app.begin() as c:
-            await c.execute(text("SELECT set_config('app.tenant_id', 't', true)"))
+    out = run(
+        ["migrate"],
+        clean_env(
+            C360_MIGRATION_DATABASE_URL=owner.render_as_string(hide_password=False),
+            C360_DATABASE_URL=app_url,
+        ),
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"granted table access to role {role}" in out.stderr
+    as_app = create_async_engine(app_url)
+    async with as_app.connect() as c:
+        # row-level security: no tenant in scope, no row written
+        with pytest.raises(Exception, match="row-level security"):
             await c.execute(
                 text(
                     "INSERT INTO outbox (tenant_id, topic, key, payload) VALUES ('t','x','k','{}')"
                 )
             )
-            assert (await c.execute(text("SELECT count(*) FROM outbox"))).scalar() == 1
-        # history is append-only for the application's role: the grant itself says no
-        for sql in ("UPDATE lifecycle_history SET changed_by = 'x'", "DELETE FROM history_heads"):
-            async with as_app.connect() as c:
-                with pytest.raises(Exception, match="permission denied"):
-                    await c.execute(text(sql))
-        await as_app.dispose()
-    finally:
-        async with admin.connect() as c:
-            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
-        await admin.dispose()
+    async with as_app.begin() as c:
+        await c.execute(text("SELECT set_config('app.tenant_id', 't', true)"))
+        await c.execute(
+            text("INSERT INTO outbox (tenant_id, topic, key, payload) VALUES ('t','x','k','{}')")
+        )
+        assert (await c.execute(text("SELECT count(*) FROM outbox"))).scalar() == 1
+    # history is append-only for the application's role: the grant itself says no
+    for sql in ("UPDATE lifecycle_history SET changed_by = 'x'", "DELETE FROM history_heads"):
+        async with as_app.connect() as c:
+            with pytest.raises(Exception, match="permission denied"):
+                await c.execute(text(sql))
+    await as_app.dispose()
 
 
 def test_production_commands_never_make_up_a_data_key(

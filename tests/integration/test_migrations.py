@@ -7,25 +7,18 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from customer360.data.audit import verify
 from customer360.data.migrate import upgrade
+from tests.conftest import scratch_database
 
 
 @pytest.fixture
 async def blank_url(pg_server_url: str) -> AsyncIterator[str]:
-    name = f"c360_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as c:
-            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with scratch_database(pg_server_url, "c360_mig", migrate=False) as url:
+        yield url
 
 
 async def test_history_from_before_the_chain_is_chained_and_verifies(blank_url: str) -> None:

@@ -15,13 +15,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.app import create_app
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
-from customer360.data.migrate import upgrade_async
 from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import embedded_kafka, embedded_redis, free_port
 from customer360.events.consumer import EventConsumer
@@ -29,7 +28,7 @@ from customer360.events.handlers import handle_event
 from customer360.events.hub import QUEUE_SIZE, Subscriber
 from customer360.lifecycle import ChangeStage, Source, change_stage
 from customer360.settings import Settings
-from tests.conftest import Api, created_event, event, run_server
+from tests.conftest import Api, created_event, event, run_server, scratch_database
 from tests.live.test_live import SUB, wait_for
 from tests.live.wsclient import connect
 
@@ -39,22 +38,29 @@ async def isolated(
     pg_server_url: str, settings: Settings, **overrides: Any
 ) -> AsyncIterator[tuple[str, AsyncEngine]]:
     """A gateway on a database of its own: outbox relays lead per database."""
-    name = f"c360_iso_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade_async(url)
-    engine = make_engine(url, keys=TenantKeys(settings.keyring()))
-    try:
-        app = create_app(settings.model_copy(update={"database_url": url, **overrides}))
-        async with run_server(app) as base:
-            yield base, engine
-    finally:
-        await engine.dispose()
-        async with admin.connect() as c:
-            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with scratch_database(pg_server_url, "c360_iso") as url:
+        engine = make_engine(url, keys=TenantKeys(settings.keyring()))
+        try:
+            app = create_app(settings.model_copy(update={"database_url": url, **overrides}))
+            async with run_server(app) as base:
+                yield base, engine
+        finally:
+            await engine.dispose()
+
+
+async def version_and_renewals(engine: AsyncEngine, cid: uuid.UUID) -> tuple[int, int]:
+    """A renewed customer's lifecycle version and renewal count: (2, 1) after one renewal."""
+    async with engine.connect() as c:
+        row = (
+            await c.execute(
+                text(
+                    "SELECT c.version, m.contract_renewal_count FROM customers c "
+                    "JOIN customer_metrics m ON m.customer_id = c.id WHERE c.id = :c"
+                ),
+                {"c": cid},
+            )
+        ).one()
+    return int(row.version), int(row.contract_renewal_count)
 
 
 async def pending(engine: AsyncEngine, column: str) -> int:
@@ -190,17 +196,7 @@ async def test_a_redelivered_event_changes_nothing_twice(
         assert await consumer.apply(record) == "duplicate"
     finally:
         await producer.stop()
-    async with engine.connect() as c:
-        rows = (
-            await c.execute(
-                text(
-                    "SELECT version, contract_renewal_count FROM customers JOIN customer_metrics m "
-                    "ON m.customer_id = customers.id WHERE customers.id = :c"
-                ),
-                {"c": cid},
-            )
-        ).one()
-    assert tuple(rows) == (2, 1)
+    assert await version_and_renewals(engine, cid) == (2, 1)
 
 
 def test_a_slow_subscriber_is_marked_and_memory_stays_bounded() -> None:
@@ -351,19 +347,6 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
         labels = {"topic": "contract.renewed", "outcome": "duplicate"}
         return REGISTRY.get_sample_value("c360_events_consumed_total", labels) or 0.0
 
-    async def applied_once() -> None:
-        async with engine.connect() as c:
-            row = (
-                await c.execute(
-                    text(
-                        "SELECT c.version, m.contract_renewal_count FROM customers c "
-                        "JOIN customer_metrics m ON m.customer_id = c.id WHERE c.id = :c"
-                    ),
-                    {"c": cid},
-                )
-            ).one()
-        assert tuple(row) == (2, 1)
-
     # A broker of its own: no other consumer group may take the record first.
     with embedded_kafka() as bootstrap:
         await ensure_topics(bootstrap)
@@ -384,7 +367,7 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
                 tenant,
             )
             assert await asyncio.wait_for(proc.wait(), 90) == 9
-            await applied_once()
+            assert await version_and_renewals(engine, cid) == (2, 1)
             # then the group's next consumer gets the record again (no offset was committed)
             # and recognises it: nothing changes twice
             before = duplicates()
@@ -400,6 +383,6 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await applied_once()
+            assert await version_and_renewals(engine, cid) == (2, 1)
         finally:
             await producer.stop()
