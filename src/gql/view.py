@@ -237,22 +237,16 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services = request.app.state.services
-        if isinstance(request, WebSocket):
-            # Authenticated at connection_init (on_ws_connect), one context per socket.
-            return Context(
-                reads=services.reads,
-                engine=services.engine,
-                hub=services.hub,
-                limiter=services.limiter,
-                websocket=request,
-            )
-        principal = request.state.principal
+        # A socket is authenticated at connection_init (on_ws_connect), one context per
+        # socket; a request was before execution (the middleware's principal).
+        websocket = request if isinstance(request, WebSocket) else None
         return Context(
             reads=services.reads,
             engine=services.engine,
             hub=services.hub,
             limiter=services.limiter,
-            _principal=principal,
+            websocket=websocket,
+            _principal=None if websocket is not None else request.state.principal,
         )
 
     async def on_ws_connect(self, context: Context) -> None:
