@@ -2,14 +2,16 @@
 
 An offset is committed only after the event's transaction committed, so a crash or a
 rebalance can redeliver but never skip; a redelivered event finds its (source, id) already
-processed and changes nothing. An event that cannot be parsed or applied goes, unchanged,
-to `<topic>.dlq` and the partition keeps flowing. A failure of our own (the database down)
-is retried from the same offset.
+processed and changes nothing. A rebalance hands a partition over exactly where this member
+stopped (`Ownership`), so then nothing is even redelivered. An event that cannot be parsed
+or applied goes, unchanged, to `<topic>.dlq` and the partition keeps flowing. A failure of
+our own (the database down) is retried from the same offset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -23,10 +25,12 @@ from customer360.observability import EVENTS_CONSUMED, get_logger
 
 from .handlers import EventRejected, handle_event
 from .kafka import CONSUMED_TOPICS, GROUP_ID
+from .ownership import Ownership
 
 log = get_logger("customer360.consumer")
 MAX_ERROR = 500
 MAX_TRIES = 5
+HAND_OVER_TIMEOUT = 5.0
 
 
 class EventConsumer:
@@ -46,10 +50,11 @@ class EventConsumer:
         self.retry_base = 0.2
         self.producer = producer
         self.group_id = group_id
+        self.restarts = 0
+        self.ownership: Ownership | None = None
 
-    def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *CONSUMED_TOPICS,
+    def _consumer(self) -> tuple[AIOKafkaConsumer, Ownership]:
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -58,60 +63,83 @@ class EventConsumer:
             heartbeat_interval_ms=1_000,
             metadata_max_age_ms=30_000,
         )
+        own = Ownership(consumer)
+        consumer.subscribe(topics=list(CONSUMED_TOPICS), listener=own)
+        return consumer, own
 
     async def run(self) -> None:
         while True:
-            consumer = self._consumer()
+            consumer, own = self._consumer()
+            self.ownership = own
             try:
                 await consumer.start()
-                await self._consume(consumer)
+                await self._consume(own)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.restarts += 1
                 log.warning("consumer restarting", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
             finally:
+                # Bounded: with the broker gone, a commit would retry for ever.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(own.hand_over(), HAND_OVER_TIMEOUT)
                 await consumer.stop()
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def _consume(self, own: Ownership) -> None:
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            batches = await own.consumer.getmany(timeout_ms=500, max_records=200)
+            # Read with no await since the fetch: these records belong to this epoch's
+            # assignment; a revocation while they are applied moves the epoch on.
+            epoch = own.epoch
             for tp, records in batches.items():
-                done = await self._partition(consumer, tp, records)
-                if done is not None:
-                    await consumer.commit({tp: done})
+                await self._partition(own, epoch, tp, records)
+                await own.commit_if(epoch, tp)
 
     async def _partition(
         self,
-        consumer: AIOKafkaConsumer,
+        own: Ownership,
+        epoch: int,
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> int | None:
-        """Apply records in order; returns the offset to commit (next to read)."""
+        """Apply records in order while the partition stays ours; returns the offset to
+        commit (next to read), None when none was applied."""
         done: int | None = None
         for record in records:
-            try:
-                await self.apply(record)
-            except Exception as exc:
-                where = (record.topic, record.partition, record.offset)
-                tries = self._tries[where] = self._tries.get(where, 0) + 1
-                if tries < MAX_TRIES:
-                    log.warning(
-                        "event retry",
-                        topic=record.topic,
-                        offset=record.offset,
-                        error=type(exc).__name__,
-                        tries=tries,
-                    )
-                    consumer.seek(tp, record.offset)
-                    await asyncio.sleep(min(self.retry_base * 2**tries, 5.0))
-                    break
-                # Not our outage after all (it outlived every retry): the event itself
-                # cannot be applied, and one event must not stop its partition.
-                await self.dead_letter(record, f"failed {tries} times: {type(exc).__name__}")
-                EVENTS_CONSUMED.labels(record.topic, "rejected").inc()
-            self._tries.pop((record.topic, record.partition, record.offset), None)
-            done = record.offset + 1
+            where = (record.topic, record.partition, record.offset)
+            async with own.lock:
+                if own.epoch != epoch:
+                    break  # revoked: the next owner starts right after `done`
+                try:
+                    await self.apply(record)
+                except Exception as exc:
+                    tries = self._tries[where] = self._tries.get(where, 0) + 1
+                    if tries < MAX_TRIES:
+                        log.warning(
+                            "event retry",
+                            topic=record.topic,
+                            offset=record.offset,
+                            error=type(exc).__name__,
+                            tries=tries,
+                        )
+                        own.consumer.seek(tp, record.offset)
+                        retry_in: float | None = min(self.retry_base * 2**tries, 5.0)
+                    else:
+                        # Not our outage after all (it outlived every retry): the event
+                        # itself cannot be applied, and one event must not stop its partition.
+                        error = f"failed {tries} times: {type(exc).__name__}"
+                        await self.dead_letter(record, error)
+                        EVENTS_CONSUMED.labels(record.topic, "rejected").inc()
+                        retry_in = None
+                else:
+                    retry_in = None
+                if retry_in is None:
+                    self._tries.pop(where, None)
+                    done = own.applied[tp] = record.offset + 1
+                    continue
+            await asyncio.sleep(retry_in)  # outside the lock: a revocation need not wait
+            break
         return done
 
     async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:

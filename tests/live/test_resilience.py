@@ -26,6 +26,7 @@ from customer360.devstack import embedded_kafka, embedded_redis, free_port
 from customer360.events.consumer import EventConsumer
 from customer360.events.handlers import handle_event
 from customer360.events.hub import QUEUE_SIZE, Subscriber
+from customer360.events.ownership import Ownership
 from customer360.lifecycle import ChangeStage, Source, change_stage
 from customer360.settings import Settings
 from tests.conftest import Api, created_event, event, run_server, scratch_database
@@ -302,8 +303,9 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
         consumer = EventConsumer(kafka_bootstrap, engine, producer)
         consumer.retry_base = 0.001
         fake = _Seeks()
+        own = Ownership(fake)  # type: ignore[arg-type]
         tp = TopicPartition("customer.updated", 0)
-        outcomes = [await consumer._partition(fake, tp, [record]) for _ in range(5)]  # type: ignore[arg-type]
+        outcomes = [await consumer._partition(own, own.epoch, tp, [record]) for _ in range(5)]
     finally:
         await producer.stop()
     assert outcomes == [None, None, None, None, 8]  # retried four times, then moved on
@@ -386,3 +388,120 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
             assert await version_and_renewals(engine, cid) == (2, 1)
         finally:
             await producer.stop()
+
+
+class _Counting(EventConsumer):
+    """A member of the group that notes what it did with each record; applying takes 10 ms
+    longer than usual, so a rebalance surely starts while a fetched batch is applied."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outcomes: dict[str, int] = {}
+
+    async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
+        await asyncio.sleep(0.01)
+        outcome = await super().apply(record)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return outcome
+
+
+async def _fill(bootstrap: str, tenant: str, total: int) -> AIOKafkaProducer:
+    """A broker of its own, its topics, and `total` new customers over three partitions."""
+    from customer360.events.kafka import ensure_topics
+
+    await ensure_topics(bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    for _ in range(total):
+        ev = created_event(tenant)
+        key = ev["data"]["customer_id"].encode()
+        await producer.send("customer.created", json.dumps(ev).encode(), key=key)
+    await producer.flush()
+    return producer
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_rebalance_mid_batch_hands_partitions_over_where_the_member_stopped(
+    engine: AsyncEngine, tenant: str
+) -> None:
+    total, group = 240, f"g-{uuid.uuid4().hex[:8]}"
+    members: list[_Counting] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    def applied() -> int:
+        return sum(m.outcomes.get("applied", 0) for m in members)
+
+    async def at_least(n: int) -> bool:
+        return applied() >= n
+
+    # given a broker holding 240 events over three partitions
+    with embedded_kafka() as bootstrap:
+        producer = await _fill(bootstrap, tenant, total)
+        try:
+            # when a second member joins the group while the first is applying a batch
+            for _ in range(2):
+                members.append(_Counting(bootstrap, engine, producer, group_id=group))
+                tasks.append(asyncio.create_task(members[-1].run()))
+                await wait_for(lambda: at_least(30 * len(members)), timeout=60)
+            await wait_for(lambda: at_least(total), timeout=90)
+            await asyncio.sleep(1.5)  # anything redelivered would arrive by now
+        finally:
+            for task in tasks:
+                await _stop(task)
+            await producer.stop()
+    first, second = members
+    # then the first handed over exactly where it stopped: every event applied once, none
+    # seen twice, no member restarted (a commit for a gone generation used to restart it),
+    # and the newcomer took a share of the partitions
+    assert applied() == total
+    assert [m.outcomes.get("duplicate", 0) for m in members] == [0, 0]
+    assert [m.restarts for m in members] == [0, 0]
+    assert first.ownership is not None and first.ownership.revocations >= 1
+    assert second.outcomes.get("applied", 0) > 0
+    async with engine.connect() as c:
+        stored = await c.execute(
+            text("SELECT count(*) FROM processed_events WHERE tenant_id = :t"), {"t": tenant}
+        )
+    assert stored.scalar() == total
+
+
+async def test_a_member_stopped_mid_batch_commits_exactly_what_it_applied(
+    engine: AsyncEngine, tenant: str
+) -> None:
+    from aiokafka import TopicPartition
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    # given a broker holding 240 events over three partitions
+    with embedded_kafka() as bootstrap:
+        producer = await _fill(bootstrap, tenant, 240)
+        try:
+            # when the member applying them is stopped in the middle of a batch
+            member = _Counting(bootstrap, engine, producer, group_id=group)
+            task = asyncio.create_task(member.run())
+
+            async def some() -> bool:
+                return member.outcomes.get("applied", 0) >= 30
+
+            await wait_for(some, timeout=60)
+            await _stop(task)
+            # then the group's offsets stand right after the last record it applied (the
+            # next member starts there; a stop calls no rebalance listener). Read here, not
+            # by a second member: tansu numbers the first generation 0, for which aiokafka
+            # sends no LeaveGroup, so a newcomer would wait out the stopped one's session.
+            reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+            await reader.start()  # not subscribed: it reads the group's offsets, never joins
+            try:
+                parts = [TopicPartition("customer.created", p) for p in range(3)]
+                offsets = [await reader.committed(tp) for tp in parts]
+            finally:
+                await reader.stop()
+        finally:
+            await producer.stop()
+    applied = member.outcomes.get("applied", 0)
+    assert 30 <= applied < 240
+    assert sum(o or 0 for o in offsets) == applied
