@@ -224,6 +224,8 @@ async def configure_stages(
     Holds the tenant's configuration lock alone, so no stage change runs meanwhile and the
     check that no customer sits in a removed stage stays true until commit.
     """
+    if expected_version is not None and expected_version < 0:
+        raise bad_input("expectedVersion must be a non-negative integer")
     async with uow:
         await uow.lifecycle.lock_config(tenant_id)
         current = await uow.lifecycle.stage_config(tenant_id)

@@ -232,6 +232,16 @@ async def test_stale_expected_version_is_conflict(api):
     assert third["version"] == version + 2
 
 
+async def test_a_negative_expected_version_is_malformed_not_stale(api):
+    # given a saved configuration
+    await saved(api, {"stages": ["A", "B"]})
+    # when saving against a version no configuration can have
+    body = await configure(api, {"stages": ["A", "B", "C"], "expectedVersion": -1})
+    # then BAD_USER_INPUT, as for a stage change, and nothing changes
+    assert error_of(body)["code"] == "BAD_USER_INPUT"
+    assert (await read_config(api))["stages"] == ["A", "B"]
+
+
 async def test_renaming_stages_keeps_old_names_in_history(api, make_customer):
     # given a customer that went Prospect -> Onboarded -> Active under the default
     cid = await make_customer()
