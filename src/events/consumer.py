@@ -107,40 +107,43 @@ class EventConsumer:
         commit (next to read), None when none was applied."""
         done: int | None = None
         for record in records:
-            where = (record.topic, record.partition, record.offset)
             async with own.lock:
                 if own.epoch != epoch:
                     break  # revoked: the next owner starts right after `done`
-                try:
-                    await self.apply(record)
-                except Exception as exc:
-                    tries = self._tries[where] = self._tries.get(where, 0) + 1
-                    if tries < MAX_TRIES:
-                        log.warning(
-                            "event retry",
-                            topic=record.topic,
-                            offset=record.offset,
-                            error=type(exc).__name__,
-                            tries=tries,
-                        )
-                        own.consumer.seek(tp, record.offset)
-                        retry_in: float | None = min(self.retry_base * 2**tries, 5.0)
-                    else:
-                        # Not our outage after all (it outlived every retry): the event
-                        # itself cannot be applied, and one event must not stop its partition.
-                        error = f"failed {tries} times: {type(exc).__name__}"
-                        await self.dead_letter(record, error)
-                        EVENTS_CONSUMED.labels(record.topic, "rejected").inc()
-                        retry_in = None
-                else:
-                    retry_in = None
+                retry_in = await self._attempt(own, tp, record)
                 if retry_in is None:
-                    self._tries.pop(where, None)
                     done = own.applied[tp] = record.offset + 1
                     continue
             await asyncio.sleep(retry_in)  # outside the lock: a revocation need not wait
             break
         return done
+
+    async def _attempt(
+        self, own: Ownership, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> float | None:
+        """Apply the record, or dead-letter it once it failed MAX_TRIES times; returns how
+        long to wait before retrying it (its partition sought back to it), None when done."""
+        where = (record.topic, record.partition, record.offset)
+        try:
+            await self.apply(record)
+        except Exception as exc:
+            tries = self._tries[where] = self._tries.get(where, 0) + 1
+            if tries < MAX_TRIES:
+                log.warning(
+                    "event retry",
+                    topic=record.topic,
+                    offset=record.offset,
+                    error=type(exc).__name__,
+                    tries=tries,
+                )
+                own.consumer.seek(tp, record.offset)
+                return min(self.retry_base * 2.0**tries, 5.0)
+            # Not our outage after all (it outlived every retry): the event itself cannot
+            # be applied, and one event must not stop its partition.
+            await self.dead_letter(record, f"failed {tries} times: {type(exc).__name__}")
+            EVENTS_CONSUMED.labels(record.topic, "rejected").inc()
+        self._tries.pop(where, None)
+        return None
 
     async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
         try:

@@ -30,10 +30,11 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self.revocations = 0
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = set(revoked)  # empty when joining for the first time
         async with self.lock:
             self.epoch += 1
-            self.revocations += 1
-            await self._commit(set(revoked))
+            self.revocations += bool(revoked)
+            await self._commit(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """Nothing to load: positions come from the offsets committed at revocation."""

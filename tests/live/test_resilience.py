@@ -406,7 +406,7 @@ class _Counting(EventConsumer):
 
 
 async def _fill(bootstrap: str, tenant: str, total: int) -> AIOKafkaProducer:
-    """A broker of its own, its topics, and `total` new customers over three partitions."""
+    """The gateway's topics on `bootstrap`, and `total` new customers over three partitions."""
     from customer360.events.kafka import ensure_topics
 
     await ensure_topics(bootstrap)
