@@ -40,8 +40,11 @@ _CONFIG_SHARED = text(
 _CONFIG_EXCLUSIVE = text(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
 )
+# The lifecycle's own time, not the row's: profile changes move `updated_at` too, and a no-op
+# answers with the time of the last lifecycle change (what GET says), as the contract asks.
 _LOCK = text(
-    "SELECT id, stage, version, stage_entered_at, updated_at FROM customers "
+    "SELECT id, stage, version, stage_entered_at, "
+    "COALESCE(lifecycle_updated_at, updated_at) AS updated_at FROM customers "
     "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
     "ORDER BY id FOR UPDATE"
 )

@@ -145,6 +145,25 @@ async def test_move_to_current_stage_is_a_noop(api, make_customer):
     assert after == before
 
 
+async def test_a_noop_after_a_profile_change_answers_the_lifecycle_time(api, make_customer, engine):
+    from customer360.data.uow import SqlUnitOfWork
+    from customer360.events.handlers import handle_event
+    from tests.conftest import event
+
+    # given a customer whose profile changed after its last lifecycle change
+    cid = await make_customer()
+    before = await status(api, cid)
+    profile = event("customer.updated", api.tenant, {"customer_id": str(cid), "tier": "ENTERPRISE"})
+    assert (await handle_event(SqlUnitOfWork(engine), profile)).value == "applied"
+    # when it is moved to the stage it is in
+    resp = await api.patch(cid, {"stage": before["stage"]})
+    # then the answer carries the lifecycle's time, as GET does, not the profile's
+    assert resp.status_code == 200, resp.text
+    assert (
+        resp.json()["updated_at"] == before["updated_at"] == (await status(api, cid))["updated_at"]
+    )
+
+
 async def test_idempotent_replay_returns_same_body_and_changes_nothing(api, make_customer):
     # given a change made with an Idempotency-Key
     cid = await make_customer()
