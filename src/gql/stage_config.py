@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from customer360.auth.principal import Permission
 from customer360.lifecycle import ConfigProposal, DomainError, StageConfig, configure_stages
+from customer360.lifecycle.service import check_version
 
 from .context import Context
 from .errors import ApiError
@@ -97,6 +98,10 @@ class StageConfigMutation:
         self, info: Info[Context, None], input: LifecycleStageConfigInput
     ) -> LifecycleStageConfig:
         ctx = info.context
+        try:
+            check_version(input.expected_version)  # malformed (400) answers before 403
+        except DomainError as err:
+            raise ApiError.from_domain(err) from None
         ctx.require(Permission.CONFIGURE_STAGES)
         proposal = ConfigProposal(
             input.stages,

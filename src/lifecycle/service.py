@@ -60,8 +60,12 @@ def check_command(cmd: ChangeStage) -> None:
     ):
         if value is not None and ("\x00" in value or len(value) > MAX_TEXT):
             raise bad_input(f"{name} must be at most {MAX_TEXT} characters, without NUL")
+    check_version(cmd.expected_version)
+
+
+def check_version(expected: int | None) -> None:
     # Versions start at 1: a negative one is malformed (as REST says), not a stale one.
-    if cmd.expected_version is not None and cmd.expected_version < 0:
+    if expected is not None and expected < 0:
         raise bad_input("expectedVersion must be a non-negative integer")
 
 
@@ -224,8 +228,7 @@ async def configure_stages(
     Holds the tenant's configuration lock alone, so no stage change runs meanwhile and the
     check that no customer sits in a removed stage stays true until commit.
     """
-    if expected_version is not None and expected_version < 0:
-        raise bad_input("expectedVersion must be a non-negative integer")
+    check_version(expected_version)
     async with uow:
         await uow.lifecycle.lock_config(tenant_id)
         current = await uow.lifecycle.stage_config(tenant_id)

@@ -240,6 +240,12 @@ async def test_a_negative_expected_version_is_malformed_not_stale(api):
     # then BAD_USER_INPUT, as for a stage change, and nothing changes
     assert error_of(body)["code"] == "BAD_USER_INPUT"
     assert (await read_config(api))["stages"] == ["A", "B"]
+    # and a malformed request answers so before the permission check, as on REST
+    viewer = api.as_("ROLE_VIEWER")
+    body = await viewer.gql(CONFIGURE, {"input": {"stages": ["A"], "expectedVersion": -1}})
+    assert error_of(body)["code"] == "BAD_USER_INPUT"
+    body = await viewer.gql(CONFIGURE, {"input": {"stages": ["A"], "expectedVersion": 0}})
+    assert error_of(body)["code"] == "FORBIDDEN"
 
 
 async def test_renaming_stages_keeps_old_names_in_history(api, make_customer):
