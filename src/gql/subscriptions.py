@@ -12,11 +12,11 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from customer360.lifecycle import Reason, Source
+from customer360.lifecycle import Code, Reason, Source
 from customer360.observability import SUBSCRIPTIONS
 
 from .context import Context
-from .errors import bad_input
+from .errors import ApiError, bad_input
 from .pagination import decode_cursor, encode_cursor, scope_of
 from .permissions import CanViewLifecycle
 from .types import Customer, LifecycleTransition, parse_id
@@ -47,7 +47,7 @@ class LifecycleChangeEvent:
         rows = await ctx.reads.customers_by_id(ctx.tenant_id, [self._customer_id])
         row = rows.get(self._customer_id)
         if row is None:
-            raise bad_input("The customer no longer exists")
+            raise ApiError(Code.NOT_FOUND, "No such customer")
         return Customer(_row=row)
 
 

@@ -429,3 +429,38 @@ async def test_an_open_socket_does_not_keep_its_parsed_handshake(
         await api.patch(cid, {"stage": "Active"})
         (e,) = await ws.events(1)
         assert e["customer"]["id"] == str(cid)
+
+
+async def test_a_change_to_a_customer_that_no_longer_exists_is_not_found(
+    server, api, redis_url
+) -> None:
+    import redis.asyncio as aioredis
+
+    from customer360.events.relay import CHANNEL
+
+    async with connect(server.url, auth(api)) as ws:
+        await ws.subscribe(SUB)
+        await asyncio.sleep(0.2)
+        # when a change reaches the subscription for a customer no read can find any more
+        gone = str(uuid.uuid4())
+        data = {
+            "transition_id": str(uuid.uuid4()),
+            "customer_id": gone,
+            "from_stage": "Prospect",
+            "to_stage": "Active",
+            "changed_at": "2026-01-01T00:00:00+00:00",
+            "changed_by": "user-1",
+            "reason_code": None,
+            "source": "UI",
+        }
+        message = {"tenant": api.tenant, "seq": 2**40, "event": {"data": data}}
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.publish(CHANNEL, json.dumps(message))
+        finally:
+            await client.aclose()
+        # then its frame says NOT_FOUND, as a mutation's payload would
+        frame = await ws.receive()
+        assert frame["type"] == "next", frame
+        (error,) = frame["payload"]["errors"]
+        assert error["extensions"]["code"] == "NOT_FOUND"
