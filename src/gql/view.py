@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException  # what strawberry's views raise
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from customer360.auth.http import authenticate
@@ -25,6 +27,7 @@ from customer360.auth.principal import AuthError
 from customer360.observability import REJECTED
 
 from .context import Context
+from .responses import GraphQLResponseSend, prefers_graphql_response, transport_error
 from .wslimits import (
     CLOSE_FORBIDDEN,
     CLOSE_TOO_MANY,
@@ -53,64 +56,6 @@ def auth_error_response(err: AuthError) -> JSONResponse:
 def wants_html(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return request.method == "GET" and "text/html" in accept and "query" not in request.query_params
-
-
-GRAPHQL_RESPONSE = "application/graphql-response+json"
-
-
-def prefers_graphql_response(accept: str) -> bool:
-    """True when the client lists application/graphql-response+json before plain JSON."""
-    media = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    if GRAPHQL_RESPONSE not in media:
-        return False
-    return "application/json" not in media or (
-        media.index(GRAPHQL_RESPONSE) < media.index("application/json")
-    )
-
-
-class GraphQLResponseSend:
-    """Answers as `application/graphql-response+json` (GraphQL over HTTP): a request error
-    (parse, validation, variable coercion: errors without a path and no data) is a 400 and
-    carries no `data` entry."""
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.start: Message | None = None
-        self.body = b""
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.start = message
-            return
-        if message["type"] != "http.response.body" or self.start is None:
-            await self.send(message)
-            return
-        self.body += message.get("body", b"")
-        if message.get("more_body"):
-            return
-        start, body = self.start, self.body
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-type"]
-        status = start["status"]
-        if status == 200:
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                doc = None
-            if (
-                isinstance(doc, dict)
-                and doc.get("data") is None
-                and doc.get("errors")
-                and all("path" not in e for e in doc["errors"])
-            ):
-                doc.pop("data", None)
-                body, status = orjson.dumps(doc), 400
-        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-        headers += [
-            (b"content-type", GRAPHQL_RESPONSE.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await self.send({**start, "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
 
 
 _CLOSING: set[asyncio.Task[None]] = set()
@@ -233,7 +178,14 @@ class GraphQLApp(GraphQL[Context, None]):
         scope.setdefault("state", {})["principal"] = principal
         if prefers_graphql_response(request.headers.get("accept", "")):
             send = GraphQLResponseSend(send)
-        await super().__call__(scope, receive, send)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            status = exc.status_code
+            if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+                status = 405  # a mutation over GET: GraphQL over HTTP says 405, strawberry 400
+            response = transport_error(status, exc.reason)
+        await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services = request.app.state.services

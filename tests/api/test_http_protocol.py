@@ -54,3 +54,25 @@ def test_logs_are_json_and_tracebacks_carry_no_locals(monkeypatch) -> None:
     assert "secret-token" not in line
     # nor the message, which a database driver fills with the offending value
     assert "ann@example.com" not in line
+
+
+async def test_transport_errors_are_graphql_responses_a_client_can_read(api) -> None:
+    # given a body that is not JSON, under either media type a client may prefer
+    for accept, media in (
+        ("application/json", "application/json"),
+        ("application/graphql-response+json", "application/graphql-response+json"),
+    ):
+        h = api.headers(Accept=accept, **{"Content-Type": "application/json"})
+        resp = await api.http.post("/graphql", content=b"{not json", headers=h)
+        # then 400 with a GraphQL error body in the media type it says it is
+        assert resp.status_code == 400
+        assert resp.headers["content-type"].startswith(media)
+        (error,) = resp.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT" and error["message"]
+    # and a mutation over GET is 405 naming the methods that work
+    resp = await api.http.get(
+        "/graphql", params={"query": "mutation { __typename }"}, headers=api.headers()
+    )
+    assert resp.status_code == 405, resp.text
+    assert "POST" in resp.headers["allow"]
+    assert resp.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
