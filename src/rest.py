@@ -18,6 +18,7 @@ from customer360.data.cloudevents import iso
 from customer360.data.uow import SqlUnitOfWork
 from customer360.lifecycle import ChangeStage, Code, DomainError, Reason, Source
 from customer360.lifecycle.service import MAX_TEXT
+from customer360.observability import REJECTED
 
 STATUS = {
     Code.BAD_USER_INPUT: 400,
@@ -62,6 +63,7 @@ async def _principal(request: Request) -> Principal:
     try:
         return await authenticate(request.app.state.services.verifier, headers)
     except AuthError as err:
+        REJECTED.labels(err.metric).inc()
         auth = {"WWW-Authenticate": err.www_authenticate} if err.www_authenticate else {}
         raise RestError(err.status, DomainError(Code(err.code), err.message), auth) from None
 
@@ -70,6 +72,7 @@ def _in_tenant(request: Request, principal: Principal, needs: Permission) -> Pri
     try:
         acting = act_in_tenant(principal, request.headers.get("x-tenant-id"))
     except AuthError as err:
+        REJECTED.labels(err.metric).inc()
         raise _fail(403, Code.FORBIDDEN, err.message) from None
     if not acting.can(needs):
         raise _fail(403, Code.FORBIDDEN, f"Needs {needs.value}")

@@ -63,6 +63,11 @@ class AuthError(Exception):
         return "UNAUTHENTICATED" if self.status == 401 else "FORBIDDEN"
 
     @property
+    def metric(self) -> str:
+        """Its value of c360_requests_rejected_total{reason}."""
+        return "unauthenticated" if self.status == 401 else "forbidden_tenant"
+
+    @property
     def www_authenticate(self) -> str | None:
         if self.status != 401:
             return None

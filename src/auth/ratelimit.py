@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from customer360.lifecycle import ChangeResult, ChangeStage, DomainError, change_stages
+from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, change_stages
 from customer360.lifecycle.ports import UnitOfWork
+from customer360.observability import REJECTED
 
 WINDOW_SECONDS = 3600
 DEFAULT_LIMIT = 1000
+RATE_LIMITED = "rate_limited"  # c360_requests_rejected_total{reason}, one per refused change
 
 # KEYS[1]: the window; ARGV: now, window, limit, then the new reservation ids.
 _RESERVE = """
@@ -112,4 +114,7 @@ async def change_within_limit(
         if isinstance(outcome, DomainError) or outcome.replayed
     ]
     await limiter.release(tenant, actor, unused)
+    refused = sum(isinstance(o, DomainError) and o.code is Code.RATE_LIMITED for o in outcomes)
+    if refused:
+        REJECTED.labels(RATE_LIMITED).inc(refused)
     return outcomes, reservation.retry_after

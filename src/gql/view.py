@@ -47,7 +47,7 @@ GRAPHIQL_CSP = (
 
 
 def auth_error_response(err: AuthError) -> JSONResponse:
-    REJECTED.labels("unauthenticated" if err.status == 401 else "forbidden_tenant").inc()
+    REJECTED.labels(err.metric).inc()
     headers = {"WWW-Authenticate": err.www_authenticate} if err.www_authenticate else {}
     body = {"errors": [{"message": err.message, "extensions": {"code": err.code}}]}
     return JSONResponse(body, status_code=err.status, headers=headers)

@@ -605,3 +605,25 @@ async def test_role_matrix(api, make_customer, role, scope, operation):
     # then the outcome follows the permission table, and other tenants stay invisible
     allowed = OPERATIONS[operation] in PERMISSIONS[role]
     await CHECKS[operation](world, scope == "foreign", allowed)
+
+
+def _rejected(reason: str) -> float:
+    from customer360.observability import REGISTRY
+
+    value = REGISTRY.get_sample_value("c360_requests_rejected_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_refusals_on_rest_are_counted_like_those_on_graphql(api, make_customer):
+    cid = await make_customer()
+    before = {r: _rejected(r) for r in ("unauthenticated", "forbidden_tenant")}
+    # when REST and GraphQL each refuse a bad token and a foreign tenant header
+    bad = {"Authorization": f"Bearer {next(iter(BAD_TOKENS.values()))(api.tenant)}"}
+    foreign = api.headers(**{"X-Tenant-Id": other_tenant()})
+    for headers, status in ((bad, 401), (foreign, 403)):
+        rest = await api.http.patch(url(cid), json={"stage": "Active"}, headers=headers)
+        gql = await api.http.post("/graphql", json={"query": MOVE}, headers=headers)
+        assert (rest.status_code, gql.status_code) == (status, status)
+    # then c360_requests_rejected_total counts all four, by reason
+    assert _rejected("unauthenticated") == before["unauthenticated"] + 2
+    assert _rejected("forbidden_tenant") == before["forbidden_tenant"] + 2

@@ -36,8 +36,16 @@ def user(tenant: str) -> str:
     return f"user-{uuid.uuid4().hex[:8]}"
 
 
+def rate_limited() -> float:
+    from customer360.observability import REGISTRY
+
+    labels = {"reason": "rate_limited"}
+    return REGISTRY.get_sample_value("c360_requests_rejected_total", labels) or 0.0
+
+
 async def test_concurrent_updates_stop_exactly_at_the_limit(settings, tenant, user, make_customer):
     cids = [await make_customer() for _ in range(30)]
+    counted = rate_limited()
     async with gateway(settings, 20) as http:
         api = Api(http, tenant, user)
         responses = await asyncio.gather(*(api.patch(c, {"stage": "Active"}) for c in cids))
@@ -48,6 +56,7 @@ async def test_concurrent_updates_stop_exactly_at_the_limit(settings, tenant, us
         assert refused.json()["error"]["code"] == "RATE_LIMITED"
         body = await api.gql(MOVE, {"i": {"customerId": str(cids[0]), "stage": "Onboarded"}})
         assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert rate_limited() == counted + 11  # every refusal counted, on REST and GraphQL
         # reads go on, and another user of the tenant has a budget of its own
         assert (
             await http.get(f"/api/v1/customers/{cids[0]}/lifecycle", headers=api.headers())
