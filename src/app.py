@@ -219,6 +219,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 with gc_monitor():
                     yield
         finally:
+            await graphql.socket_slots.close()  # this process's sockets stop counting now
             await redis.aclose()
             await engine.dispose()
 

@@ -25,7 +25,7 @@ from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, 
 from .errors import ApiError, forbidden
 
 if TYPE_CHECKING:
-    from .wslimits import Slot
+    from customer360.auth.sockets import Slot
 
 
 @dataclass

@@ -24,6 +24,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError
+from customer360.auth.sockets import SocketSlots
 from customer360.observability import REJECTED
 
 from .context import Context
@@ -35,7 +36,6 @@ from .wslimits import (
     REJECT_TOO_MANY_SOCKETS,
     LegacyWSHandler,
     SocketRefused,
-    SocketSlots,
     TransportWSHandler,
 )
 
@@ -225,7 +225,7 @@ class GraphQLApp(GraphQL[Context, None]):
         except AuthError as err:
             # Only the short fixed message: the error never carries the token.
             raise SocketRefused(CLOSE_FORBIDDEN, err.message, "ws_" + err.code.lower()) from None
-        slot = self.socket_slots.acquire(principal)
+        slot = await self.socket_slots.acquire(principal, services.redis)
         if slot is None:
             raise SocketRefused(CLOSE_TOO_MANY, "Too many open sockets", REJECT_TOO_MANY_SOCKETS)
         context.socket_slot = slot

@@ -21,7 +21,6 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
-from customer360.auth.principal import Principal
 from customer360.lifecycle import Code
 from customer360.observability import REJECTED
 
@@ -39,8 +38,6 @@ REJECT_TOO_MANY_SOCKETS = "ws_too_many_sockets"
 REJECT_TOO_MANY_OPERATIONS = "ws_too_many_subscriptions"
 REJECT_REINIT = "ws_reinit"
 
-PrincipalKey = tuple[str, str]
-
 
 class SocketRefused(Exception):
     """Raised from `on_ws_connect`; the handlers close with `code`. Not a strawberry
@@ -49,51 +46,6 @@ class SocketRefused(Exception):
     def __init__(self, code: int, reason: str, metric: str) -> None:
         super().__init__(reason)
         self.code, self.reason, self.metric = code, reason, metric
-
-
-class Slot:
-    """One open socket's place in its principal's budget; released once however often the
-    socket's teardown paths call it."""
-
-    __slots__ = ("_held", "_key", "_owner")
-
-    def __init__(self, owner: SocketSlots, key: PrincipalKey) -> None:
-        self._owner, self._key, self._held = owner, key, True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._owner._release(self._key)
-
-
-class SocketSlots:
-    """Open sockets per principal in this process (one event loop: no lock needed)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[PrincipalKey, int] = {}
-
-    @staticmethod
-    def key(principal: Principal) -> PrincipalKey:
-        # The token's own tenant, not the one a super admin acts in: switching tenants with
-        # X-Tenant-Id must not multiply one person's budget.
-        return principal.home_tenant, principal.subject
-
-    def acquire(self, principal: Principal) -> Slot | None:
-        key = self.key(principal)
-        held = self._open.get(key, 0)
-        if held >= self.limit:
-            return None
-        self._open[key] = held + 1
-        return Slot(self, key)
-
-    def _release(self, key: PrincipalKey) -> None:
-        left = self._open.get(key, 0) - 1
-        if left > 0:
-            self._open[key] = left
-        else:
-            # Dropped, not kept at zero: principals come and go, the dict must not grow.
-            self._open.pop(key, None)
 
 
 def too_many_operations(limit: int) -> GraphQLError:

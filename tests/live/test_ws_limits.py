@@ -13,10 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from customer360.app import create_app
+from customer360.auth.principal import Principal
+from customer360.auth.sockets import SocketSlots
+from customer360.devstack import free_port
 from customer360.settings import Settings
 from tests.conftest import make_token, run_server
 from tests.live.test_live import SUB
@@ -259,3 +263,74 @@ async def test_a_good_token_is_acknowledged_on_the_legacy_protocol(gateway, api)
     async with raw(gateway, LEGACY) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": bearer(api.tenant, "g")}))
         assert (await legacy_frame(ws))["type"] == "connection_ack"
+
+
+async def test_the_socket_budget_is_shared_by_every_gateway_process(gateway, settings, api):
+    # given a second gateway process with the same budget, on the same Redis
+    second = settings.model_copy(
+        update={"kafka_bootstrap": "off", "ws_max_sockets_per_principal": LIMIT}
+    )
+    me = bearer(api.tenant, someone())
+    async with run_server(create_app(second)) as other, contextlib.AsyncExitStack() as stack:
+        # when one person's sockets are spread over both processes up to the budget
+        here = [await stack.enter_async_context(connect(gateway, me)) for _ in range(LIMIT - 1)]
+        await stack.enter_async_context(connect(other, me))
+        # then one more is refused on either
+        for url in (gateway, other):
+            async with connect(url, me, ack=False) as ws:
+                assert (await closed(ws.ws))[0] == 4429
+        # and a socket closed on one process frees a place on the other
+        await here[0].ws.close()
+        deadline = time.monotonic() + 5
+        while True:
+            ws = await stack.enter_async_context(connect(other, me, ack=False))
+            if await acked(ws.ws):
+                break
+            assert time.monotonic() < deadline, "the place was never handed back"
+            await asyncio.sleep(0.05)
+
+
+def principal(tenant: str, sub: str) -> Principal:
+    return Principal(sub, tenant, ("ROLE_VIEWER",), frozenset(), tenant, 2**31)
+
+
+async def test_a_dead_processs_sockets_stop_counting_within_one_lease(redis_url, tenant):
+    redis = aioredis.Redis.from_url(redis_url)
+    me = principal(tenant, someone())
+    dead, alive, other = (SocketSlots(2, lease_seconds=1.0) for _ in range(3))
+    try:
+        # given a process holding the whole budget, which then dies (renews and frees nothing)
+        assert None not in [await dead.acquire(me, redis) for _ in range(2)]
+        assert dead._renewer is not None
+        dead._renewer.cancel()
+        # then another process is refused while the leases run
+        assert await alive.acquire(me, redis) is None
+        # and admitted once they ran out
+        await asyncio.sleep(1.2)
+        assert await alive.acquire(me, redis) is not None
+        # while a live process's lease is renewed and keeps counting past its first term
+        await asyncio.sleep(1.2)
+        assert await other.acquire(me, redis) is not None
+        assert await other.acquire(me, redis) is None
+        # and a clean shutdown hands its leases back at once
+        await alive.close()
+        assert await other.acquire(me, redis) is not None
+    finally:
+        for slots in (dead, alive, other):
+            await slots.close()
+        await redis.aclose()
+
+
+async def test_without_redis_the_budget_holds_per_process(tenant):
+    # given a Redis that does not answer
+    redis = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    slots, me = SocketSlots(2), principal(tenant, someone())
+    try:
+        # then this process still counts its own sockets
+        held = [await slots.acquire(me, redis) for _ in range(2)]
+        assert None not in held
+        assert await slots.acquire(me, redis) is None
+        held[0].release()  # type: ignore[union-attr]
+        assert await slots.acquire(me, redis) is not None
+    finally:
+        await redis.aclose()
