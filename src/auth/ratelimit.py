@@ -22,7 +22,10 @@ from customer360.observability import REJECTED
 
 WINDOW_SECONDS = 3600
 DEFAULT_LIMIT = 1000
-RATE_LIMITED = "rate_limited"  # c360_requests_rejected_total{reason}, one per refused change
+# c360_requests_rejected_total{reason}, one per refused change: over the budget, or no
+# Redis to count it in (updates fail closed).
+RATE_LIMITED = "rate_limited"
+RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
 
 # KEYS[1]: the window; ARGV: now, window, limit, then the new reservation ids.
 _RESERVE = """
@@ -116,5 +119,6 @@ async def change_within_limit(
     await limiter.release(tenant, actor, unused)
     refused = sum(isinstance(o, DomainError) and o.code is Code.RATE_LIMITED for o in outcomes)
     if refused:
-        REJECTED.labels(RATE_LIMITED).inc(refused)
+        reason = RATE_LIMIT_UNAVAILABLE if reservation.unavailable else RATE_LIMITED
+        REJECTED.labels(reason).inc(refused)
     return outcomes, reservation.retry_after

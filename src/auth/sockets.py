@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 import uuid
 
 import redis.asyncio as aioredis
@@ -28,15 +27,33 @@ log = get_logger("customer360.sockets")
 LEASE_SECONDS = 60.0
 PrincipalKey = tuple[str, str]
 
-# KEYS[1]: the principal's leases; ARGV: now, lease seconds, limit, the new member.
-_TAKE = """
-local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+# Lease ends are on Redis' clock, never a host's: a host whose clock ran ahead would drop
+# the other processes' live leases as expired.
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
+# KEYS[1]: the principal's leases; ARGV: lease seconds, limit, the new member.
+_TAKE = (
+    _NOW
+    + """
+local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
-redis.call('ZADD', KEYS[1], now + lease, ARGV[4])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000))
 return 1
 """
+)
+# KEYS: each lease's principal set; ARGV[1]: lease seconds, then the leases, in KEYS' order.
+_RENEW = (
+    _NOW
+    + """
+local lease = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', key, math.ceil(lease * 1000))
+end
+return #KEYS
+"""
+)
 
 
 def _redis_key(key: PrincipalKey) -> str:
@@ -85,11 +102,14 @@ class SocketSlots:
         lease: str | None = name
         try:
             granted = await redis.eval(
-                _TAKE, 1, _redis_key(key), time.time(), self.lease_seconds, self.limit, name
+                _TAKE, 1, _redis_key(key), self.lease_seconds, self.limit, name
             )
         except (RedisError, OSError) as exc:
             log.warning("socket budget counted in this process only", error=type(exc).__name__)
             granted, lease = 1, None
+        except BaseException:
+            self._uncount(key)  # cancelled (the socket went): no place taken here
+            raise
         if not granted:
             self._uncount(key)
             return None
@@ -131,15 +151,17 @@ class SocketSlots:
             await asyncio.sleep(self.lease_seconds / 3)
             if self._redis is None or not self._leases:
                 continue
-            until = time.time() + self.lease_seconds
+            held = list(self._leases.items())
+            keys = [_redis_key(key) for _, key in held]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for lease, key in list(self._leases.items()):
-                        pipe.zadd(_redis_key(key), {lease: until})
-                        pipe.pexpire(_redis_key(key), int(self.lease_seconds * 1000))
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
+                await self._redis.eval(
+                    _RENEW, len(keys), *keys, self.lease_seconds, *(lease for lease, _ in held)
+                )
+            except Exception as exc:  # a renewer that died would let every lease run out
                 log.warning("socket leases not renewed", error=type(exc).__name__)
+            # A socket that closed meanwhile may have been handed back before this renewal
+            # landed and brought it back: hand it back again.
+            await self._hand_back({lease: key for lease, key in held if lease not in self._leases})
 
     async def close(self) -> None:
         """At shutdown: stop renewing and hand every lease back at once."""

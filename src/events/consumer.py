@@ -31,6 +31,7 @@ log = get_logger("customer360.consumer")
 MAX_ERROR = 500
 MAX_TRIES = 5
 HAND_OVER_TIMEOUT = 5.0
+STOP_TIMEOUT = 15.0
 
 
 class EventConsumer:
@@ -81,10 +82,14 @@ class EventConsumer:
                 log.warning("consumer restarting", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
             finally:
-                # Bounded: with the broker gone, a commit would retry for ever.
+                # Bounded: with the broker gone, a commit would retry for ever, and a stop
+                # waits for a group join that may never be answered.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(own.hand_over(), HAND_OVER_TIMEOUT)
-                await consumer.stop()
+                try:
+                    await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning("consumer did not stop in time; abandoned")
 
     async def _consume(self, own: Ownership) -> None:
         while True:

@@ -19,6 +19,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from customer360.observability import get_logger
 
 log = get_logger("customer360.consumer")
+COMMIT_TIMEOUT = 10.0
 
 
 class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -55,11 +56,13 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         if not offsets:
             return
         try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # Membership already lost (a session timeout): the next owner gets these
-            # records again and finds them processed; nothing is applied twice.
+            # Bounded: aiokafka retries a commit while the coordinator is unreachable, for
+            # ever, and a stop waits for the listener that would be stuck in it.
+            await asyncio.wait_for(self.consumer.commit(offsets), COMMIT_TIMEOUT)
+        except (CommitFailedError, IllegalStateError, TimeoutError) as exc:
+            # Membership lost (a session timeout) or the broker gone: the next owner gets
+            # these records again and finds them processed; nothing is applied twice.
             log.warning("offsets not committed", error=type(exc).__name__, partitions=len(offsets))
-        finally:
-            for tp in offsets:
-                self.applied.pop(tp, None)
+        # Not on cancellation: what was applied then stays to be handed over at the stop.
+        for tp in offsets:
+            self.applied.pop(tp, None)

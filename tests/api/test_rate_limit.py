@@ -36,10 +36,10 @@ def user(tenant: str) -> str:
     return f"user-{uuid.uuid4().hex[:8]}"
 
 
-def rate_limited() -> float:
+def rate_limited(reason: str = "rate_limited") -> float:
     from customer360.observability import REGISTRY
 
-    labels = {"reason": "rate_limited"}
+    labels = {"reason": reason}
     return REGISTRY.get_sample_value("c360_requests_rejected_total", labels) or 0.0
 
 
@@ -139,10 +139,16 @@ async def test_updates_fail_closed_when_redis_is_away(settings, tenant, user, ma
     dead = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "kafka_bootstrap": "off"}
     )
+    counted = rate_limited(), rate_limited("rate_limit_unavailable")
     async with run_server(create_app(dead)) as url, httpx.AsyncClient(base_url=url) as http:
         api = Api(http, tenant, user)
         refused = await api.patch(cid, {"stage": "Active"})
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "RATE_LIMITED"
+        # counted as the outage it is, not as someone over their budget
+        assert (rate_limited(), rate_limited("rate_limit_unavailable")) == (
+            counted[0],
+            counted[1] + 1,
+        )
         status = await http.get(f"/api/v1/customers/{cid}/lifecycle", headers=api.headers())
         assert status.status_code == 200 and status.json()["stage"] == "Prospect"
 

@@ -391,15 +391,16 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
 
 
 class _Counting(EventConsumer):
-    """A member of the group that notes what it did with each record; applying takes 10 ms
-    longer than usual, so a rebalance surely starts while a fetched batch is applied."""
+    """A member of the group that notes what it did with each record; applying takes 30 ms
+    longer than usual, so a rebalance (tansu holds a join about 5 s) surely starts while a
+    fetched batch is applied."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outcomes: dict[str, int] = {}
 
     async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.03)
         outcome = await super().apply(record)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         return outcome

@@ -306,10 +306,10 @@ async def test_a_dead_processs_sockets_stop_counting_within_one_lease(redis_url,
         # then another process is refused while the leases run
         assert await alive.acquire(me, redis) is None
         # and admitted once they ran out
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.5)
         assert await alive.acquire(me, redis) is not None
         # while a live process's lease is renewed and keeps counting past its first term
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.5)
         assert await other.acquire(me, redis) is not None
         assert await other.acquire(me, redis) is None
         # and a clean shutdown hands its leases back at once
