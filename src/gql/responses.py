@@ -27,14 +27,23 @@ def _weights(accept: str) -> dict[str, tuple[float, int]]:
     return weights
 
 
+def _quality(weights: dict[str, tuple[float, int]], media: str) -> tuple[float, int] | None:
+    """The weight of the most specific range that names `media`: itself, type/*, */*."""
+    for key in (media, media.split("/")[0] + "/*", "*/*"):
+        if key in weights:
+            return weights[key]
+    return None
+
+
 def prefers_graphql_response(accept: str) -> bool:
     """True when the client would rather have application/graphql-response+json than plain
-    JSON: a higher `q`, or the same listed first."""
+    JSON: a higher `q`, or the same from a range listed first. Wildcards alone leave the
+    answer plain JSON, what clients that predate the new type expect."""
     weights = _weights(accept)
-    ours = weights.get(GRAPHQL_RESPONSE)
+    ours = _quality(weights, GRAPHQL_RESPONSE)
     if ours is None or ours[0] <= 0:
         return False
-    plain = weights.get("application/json")
+    plain = _quality(weights, "application/json")
     return plain is None or ours > plain
 
 

@@ -25,6 +25,10 @@ GR, JS = "application/graphql-response+json", "application/json"
         (f"{GR};q=oops", False),
         (f"{GR.upper()}; charset=utf-8", True),
         (f"{JS};q=0.5, {GR};q=0.5", False),
+        ("application/*", False),
+        (f"{GR};q=0.5, */*", False),
+        (f"{GR};q=0.5, application/*;q=0.4", True),
+        (f"{JS};q=0.1, */*", True),
     ],
 )
 def test_the_preferred_media_type_wins(accept: str, expected: bool) -> None:
