@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from contextlib import suppress
 from datetime import timedelta
 
@@ -59,6 +60,17 @@ def too_many_operations(limit: int) -> GraphQLError:
     )
 
 
+def over_the_limit(
+    acknowledged: bool, op_id: str, active: Mapping[str, object], limit: int | None
+) -> GraphQLError | None:
+    """The refusal of one more operation on a socket already carrying `limit` (counted),
+    or None. A repeated id or an unacknowledged socket is left to strawberry, which closes."""
+    if not acknowledged or op_id in active or limit is None or len(active) < limit:
+        return None
+    REJECTED.labels(REJECT_TOO_MANY_OPERATIONS).inc()
+    return too_many_operations(limit)
+
+
 def _release_slot(context: Context) -> None:
     """The socket is done: its budget slot and its expiry timer go."""
     if context.socket_slot is not None:
@@ -92,15 +104,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         # strawberry's own check would answer an error without `extensions.code`; ours runs
         # first on the same condition (its order: unacknowledged and duplicate ids close).
-        limit = self.max_subscriptions_per_connection
-        if (
-            self.connection_acknowledged
-            and message["id"] not in self.operations
-            and limit is not None
-            and len(self.operations) >= limit
-        ):
-            REJECTED.labels(REJECT_TOO_MANY_OPERATIONS).inc()
-            error = too_many_operations(limit)
+        error = over_the_limit(
+            self.connection_acknowledged,
+            message["id"],
+            self.operations,
+            self.max_subscriptions_per_connection,
+        )
+        if error is not None:
             await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
@@ -148,15 +158,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.websocket.close(refused.code, refused.reason)
 
     async def handle_start(self, message: StartMessage) -> None:
-        limit = self.max_subscriptions_per_connection
-        if (
-            self.connection_acknowledged
-            and message["id"] not in self.tasks
-            and limit is not None
-            and len(self.tasks) >= limit
-        ):
-            REJECTED.labels(REJECT_TOO_MANY_OPERATIONS).inc()
-            error = too_many_operations(limit)
+        error = over_the_limit(
+            self.connection_acknowledged,
+            message["id"],
+            self.tasks,
+            self.max_subscriptions_per_connection,
+        )
+        if error is not None:
             await self.send_message(
                 {"type": "error", "id": message["id"], "payload": error.formatted}
             )
