@@ -24,14 +24,16 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# hadolint ignore=DL3013
-RUN pip install --upgrade pip setuptools wheel
 
 WORKDIR /build
+# The runtime dependencies exactly as locked (hash-checked), in a layer of their own so that
+# a code change does not reinstall them; no dev/test extras, no faker.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --require-hashes -r requirements/runtime.txt
 # .dockerignore keeps tests, the local .venv, .git and caches out of the context.
 COPY . .
-# The package and its runtime dependencies only: no dev/test extras.
-RUN pip install . \
+# The package itself; its build backend is pinned in pyproject.toml.
+RUN pip install --no-deps . \
  && python -c "import customer360"
 
 # ---------------------------------------------------------------- runtime --

@@ -120,6 +120,12 @@ def _keyed_engine(url: str, settings: Settings, **kw: Any) -> Any:
 def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
     from customer360.data.seed import seed
 
+    try:
+        import faker  # noqa: F401
+    except ImportError:
+        err.print("[red]seeding needs the seed extra: pip install 'customer360[seed]'[/red]")
+        raise typer.Exit(1) from None
+
     async def go() -> int:
         engine = _keyed_engine(url, settings)
         try:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from faker import Faker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -77,6 +76,9 @@ async def seed(
     seed_value: int = 7,
     progress: Callable[[int], None] | None = None,
 ) -> int:
+    # faker comes with the `seed` extra only, so the production image can do without it.
+    from faker import Faker
+
     fake = Faker()
     Faker.seed(seed_value)
     rnd = random.Random(seed_value)

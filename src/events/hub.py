@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from broadcaster._backends.base import BroadcastBackend
 
 from customer360.observability import get_logger
 
-from .pubsub import RESYNC
+from .pubsub import RESYNC, PubSubBackend
 from .relay import CHANNEL
 
 log = get_logger("customer360.hub")
@@ -44,7 +43,7 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, backend: BroadcastBackend) -> None:
+    def __init__(self, backend: PubSubBackend) -> None:
         self.backend = backend
         self._tenants: dict[str, set[Subscriber]] = {}
         self._pump: asyncio.Task[None] | None = None

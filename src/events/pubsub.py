@@ -1,21 +1,18 @@
-"""A Redis pub/sub backend for broadcaster that survives Redis restarts.
+"""The pub/sub backend the in-process hub listens to, and its Redis implementation.
 
-broadcaster 0.3.1's own Redis backend delivers nothing with redis-py 8 and its listener stops
-silently after a reconnect, so this one keeps its own listener: it reconnects with backoff,
-resubscribes, and reports every reconnect as a `RESYNC` event so subscribers can replay what
-they may have missed from PostgreSQL.
+The Redis listener survives restarts: it reconnects with backoff, resubscribes, and reports
+every reconnect as a `RESYNC` message so subscribers can replay what they may have missed from
+PostgreSQL. (broadcaster's Redis backend, used before, delivered nothing with redis-py 8 and
+stopped silently after a reconnect.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
-from broadcaster._backends.base import BroadcastBackend
-from broadcaster._base import Event
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from customer360.observability import get_logger
@@ -24,12 +21,24 @@ log = get_logger("customer360.pubsub")
 RESYNC = "__resync__"
 
 
-class ResilientRedisBackend(BroadcastBackend):
+class Published(NamedTuple):
+    channel: str
+    message: str
+
+
+class PubSubBackend(Protocol):
+    async def connect(self) -> None: ...
+    async def disconnect(self) -> None: ...
+    async def subscribe(self, channel: str) -> None: ...
+    async def next_published(self) -> Published: ...
+
+
+class ResilientRedisBackend:
     def __init__(self, url: str) -> None:
         self.url = url
         self._redis: aioredis.Redis | None = None
         self._channels: set[str] = set()
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Published] = asyncio.Queue()
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -47,26 +56,11 @@ class ResilientRedisBackend(BroadcastBackend):
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def subscribe(self, group: str) -> None:
-        self._channels.add(group)
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
         self._changed.set()
 
-    async def unsubscribe(self, group: str) -> None:
-        self._channels.discard(group)
-        self._changed.set()
-
-    async def publish(self, channel: str, message: Any) -> None:
-        assert self._redis is not None
-        for attempt in range(5):
-            try:
-                await self._redis.publish(channel, message)
-                return
-            except (RedisConnectionError, OSError):
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.1 * 2**attempt)
-
-    async def next_published(self) -> Event:
+    async def next_published(self) -> Published:
         return await self._queue.get()
 
     async def _listen(self) -> None:
@@ -81,7 +75,7 @@ class ResilientRedisBackend(BroadcastBackend):
                     await pubsub.subscribe(*current)
                 if not first:
                     log.info("redis pub/sub resubscribed", channels=sorted(current))
-                    self._queue.put_nowait(Event(RESYNC, ""))
+                    self._queue.put_nowait(Published(RESYNC, ""))
                 first, backoff = False, 0.1
                 self._changed.clear()
                 while True:
@@ -92,7 +86,7 @@ class ResilientRedisBackend(BroadcastBackend):
                         channel = message["channel"].decode()
                         data = message["data"]
                         self._queue.put_nowait(
-                            Event(channel, data.decode() if isinstance(data, bytes) else data)
+                            Published(channel, data.decode() if isinstance(data, bytes) else data)
                         )
             except asyncio.CancelledError:
                 raise
@@ -102,4 +96,4 @@ class ResilientRedisBackend(BroadcastBackend):
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
