@@ -34,6 +34,7 @@ from customer360.gql.view import STATIC, GraphQLApp
 from customer360.observability import REGISTRY, MetricsMiddleware, gc_monitor, get_logger
 from customer360.openapi import SPEC
 from customer360.settings import Settings
+from customer360.usecases import UseCases
 
 log = get_logger("customer360.app")
 MAX_BODY = 1024 * 1024
@@ -48,7 +49,7 @@ class Services:
     reads: Reads
     hub: Hub
     kafka: KafkaLink | None
-    limiter: RateLimiter
+    usecases: UseCases
 
 
 class BodyLimit:
@@ -203,17 +204,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         redis = aioredis.Redis.from_url(settings.redis_url)
         reads = Reads(engine, cache=Cache(redis))
+        usecases = UseCases(
+            engine,
+            limiter=RateLimiter(redis, settings.rate_limit),
+            on_commit=reads.note_written,  # this process never serves its own old writes
+        )
         try:
-            async with background(settings, engine, redis, reads.note_written) as (hub, kafka):
+            async with background(settings, engine, redis, usecases) as (hub, kafka):
                 app.state.services = Services(
-                    settings,
-                    engine,
-                    redis,
-                    TokenVerifier(settings),
-                    reads,
-                    hub,
-                    kafka,
-                    RateLimiter(redis, settings.rate_limit),
+                    settings, engine, redis, TokenVerifier(settings), reads, hub, kafka, usecases
                 )
                 log.info("started", env=settings.env, kafka=kafka is not None)
                 with gc_monitor():

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from customer360.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from customer360.usecases import UseCases
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 err = Console(stderr=True)
@@ -93,28 +99,42 @@ def migrate() -> None:
         err.print(f"sealed personal data of {sealed} customers stored before encryption")
 
 
-async def _seal_plaintext(url: str, settings: Settings) -> int:
-    from customer360.data.privacy import seal_plaintext
-
-    engine = _keyed_engine(url, settings, pool_size=1, max_overflow=0)
-    try:
-        return await seal_plaintext(engine)
-    finally:
-        await engine.dispose()
-
-
-def _keyed_engine(url: str, settings: Settings, **kw: Any) -> Any:
-    """An engine that can seal and open personal data with the configured keyring."""
+@contextlib.asynccontextmanager
+async def _engine(
+    url: str, settings: Settings | None = None, **pool: Any
+) -> AsyncIterator[AsyncEngine]:
+    """An engine for one command, disposed when it ends. With `settings`, it seals and opens
+    personal data with the configured keyring (a bad C360_DATA_KEY ends the command)."""
     from customer360.data.crypto import KeyringError
     from customer360.data.db import make_engine
     from customer360.data.keys import TenantKeys
 
+    keys = None
+    if settings is not None:
+        try:
+            keys = TenantKeys(settings.keyring())
+        except KeyringError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    engine = make_engine(url, keys=keys, **pool)
     try:
-        keyring = settings.keyring()
-    except KeyringError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    return make_engine(url, keys=TenantKeys(keyring), **kw)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _usecases(url: str, settings: Settings) -> AsyncIterator[UseCases]:
+    """The use cases, on a small keyed engine of this command's own."""
+    from customer360.usecases import UseCases
+
+    async with _engine(url, settings, pool_size=2, max_overflow=0) as engine:
+        yield UseCases(engine)
+
+
+async def _seal_plaintext(url: str, settings: Settings) -> int:
+    async with _usecases(url, settings) as usecases:
+        return await usecases.seal_plaintext()
 
 
 def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
@@ -127,8 +147,7 @@ def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
         raise typer.Exit(1) from None
 
     async def go() -> int:
-        engine = _keyed_engine(url, settings)
-        try:
+        async with _engine(url, settings) as engine:
             with Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
@@ -141,8 +160,6 @@ def _run_seed(url: str, tenant: str, customers: int, settings: Settings) -> int:
                 return await seed(
                     engine, tenant, customers, progress=lambda n: bar.advance(task, n)
                 )
-        finally:
-            await engine.dispose()
 
     return asyncio.run(go())
 
@@ -162,11 +179,8 @@ def seed_cmd(
 def ingest(
     file: Annotated[str, typer.Argument(help="JSON-lines file of CloudEvents, or -")] = "-",
 ) -> None:
-    """Apply CloudEvents through the handlers the Kafka consumers use."""
-    from sqlalchemy.exc import DataError, IntegrityError
-
-    from customer360.data.uow import SqlUnitOfWork
-    from customer360.events.handlers import EventRejected, Outcome, handle_event
+    """Apply CloudEvents through the use case the Kafka consumers use."""
+    from customer360.usecases import EventRejected, Outcome
 
     s = _settings()
     url = _need(s.database_url, "C360_DATABASE_URL")
@@ -174,34 +188,62 @@ def ingest(
     tally = {"applied": 0, "duplicate": 0, "rejected": 0}
 
     async def go() -> None:
-        engine = _keyed_engine(url, s, pool_size=2, max_overflow=0)
-        try:
+        async with _usecases(url, s) as usecases:
             for n, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue
                 try:
-                    event: Any = orjson.loads(line)
-                    outcome = await handle_event(SqlUnitOfWork(engine), event)
-                except orjson.JSONDecodeError as exc:
-                    reason = f"not JSON: {exc}"
+                    outcome = await usecases.apply_event(line)
                 except EventRejected as exc:
-                    reason = str(exc)
-                except (DataError, IntegrityError) as exc:
-                    # the database refused this event's values; its transaction rolled back
-                    reason = f"not storable: {type(exc.orig).__name__}"
+                    tally["rejected"] += 1
+                    print(f"line {n}: {exc}", file=sys.stderr)
                 else:
                     tally["applied" if outcome is Outcome.APPLIED else "duplicate"] += 1
-                    continue
-                tally["rejected"] += 1
-                print(f"line {n}: {reason}", file=sys.stderr)
-        finally:
-            await engine.dispose()
-            if stream is not sys.stdin.buffer:
-                stream.close()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
     print(" ".join(f"{k}={v}" for k, v in tally.items()))
     raise typer.Exit(2 if tally["rejected"] else 0)
+
+
+@app.command("kafka-topics")
+def kafka_topics(
+    partitions: Annotated[int, typer.Option(min=1, help="Of each consumed and produced topic")] = 6,
+    dlq_partitions: Annotated[int, typer.Option(min=1)] = 1,
+    replication: Annotated[int, typer.Option(min=1)] = 1,
+    dlq_retention_ms: Annotated[
+        int, typer.Option(help="How long dead letters are kept (default 14 days)")
+    ] = 14 * 24 * 3600 * 1000,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the broker")] = 60.0,
+) -> None:
+    """Create the Kafka topics the gateway uses (consumed, their .dlq, the audit topic)."""
+    import time
+
+    from customer360.events.kafka import ensure_topics
+
+    bootstrap = _need(_settings().kafka_bootstrap, "C360_KAFKA_BOOTSTRAP")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            created = asyncio.run(
+                ensure_topics(
+                    bootstrap,
+                    partitions,
+                    dlq_partitions=dlq_partitions,
+                    replication=replication,
+                    dlq_retention_ms=dlq_retention_ms,
+                )
+            )
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                err.print(f"[red]Kafka at {bootstrap} unreachable: {type(exc).__name__}[/red]")
+                raise typer.Exit(1) from None
+            time.sleep(2)
+    print(f"created: {' '.join(created) or 'none (all exist)'}")
 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident lifecycle history.")
@@ -218,16 +260,12 @@ def audit_verify(
 ) -> None:
     """Walk the hash chain of lifecycle history; exit 1 naming the first altered row."""
     from customer360.data.audit import verify
-    from customer360.data.db import make_engine
 
     url = _owner_url(_settings())
 
     async def go() -> Any:
-        engine = make_engine(url, pool_size=1, max_overflow=0)
-        try:
+        async with _engine(url, pool_size=1, max_overflow=0) as engine:
             return await verify(engine, tenant)
-        finally:
-            await engine.dispose()
 
     verdict = asyncio.run(go())
     for b in verdict.broken:
@@ -251,13 +289,8 @@ def keys_rotate() -> None:
     url = _need(s.database_url, "C360_DATABASE_URL")
 
     async def go() -> int:
-        engine = _keyed_engine(url, s, pool_size=1, max_overflow=0)
-        try:
-            from customer360.data.keys import keys_of
-
-            return await keys_of(engine).rotate(engine)
-        finally:
-            await engine.dispose()
+        async with _usecases(url, s) as usecases:
+            return await usecases.rotate_keys()
 
     n = asyncio.run(go())
     print(f"rotated: {n} tenant keys now wrapped by {s.keyring().primary}")
@@ -271,8 +304,6 @@ def erase(
     """Make the personal data of one customer, or of a whole tenant, unreadable."""
     import uuid
 
-    from customer360.data.privacy import erase as do_erase
-
     s = _settings()
     url = _need(s.database_url, "C360_DATABASE_URL")
     try:
@@ -282,11 +313,8 @@ def erase(
         raise typer.Exit(2) from None
 
     async def go() -> int:
-        engine = _keyed_engine(url, s, pool_size=1, max_overflow=0)
-        try:
-            return await do_erase(engine, tenant, cid)
-        finally:
-            await engine.dispose()
+        async with _usecases(url, s) as usecases:
+            return await usecases.erase(tenant, cid)
 
     n = asyncio.run(go())
     if cid is not None and n == 0:
@@ -373,13 +401,8 @@ def dev(
         settings = Settings.model_validate(settings.model_dump())
 
         async def has_demo() -> bool:
-            from customer360.data.db import make_engine
-
-            engine = make_engine(db)
-            try:
+            async with _engine(db, pool_size=1, max_overflow=0) as engine:
                 return await tenant_has_customers(engine, DEMO_TENANT)
-            finally:
-                await engine.dispose()
 
         if not asyncio.run(has_demo()):
             _run_seed(db, DEMO_TENANT, demo_customers, settings)

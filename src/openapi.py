@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer360.lifecycle.service import MAX_TEXT
+from customer360.lifecycle.inputs import MAX_IDEMPOTENCY_KEY, MAX_TEXT
 
 _ERROR = {
     "type": "object",
@@ -114,7 +114,11 @@ SPEC: dict[str, Any] = {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_IDEMPOTENCY_KEY,
+                        },
                     },
                 ],
                 "requestBody": {

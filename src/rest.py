@@ -13,11 +13,9 @@ from starlette.routing import Route
 
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError, Permission, Principal, act_in_tenant
-from customer360.auth.ratelimit import change_within_limit
 from customer360.data.cloudevents import iso
-from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, Code, DomainError, Reason, Source
-from customer360.lifecycle.service import MAX_TEXT
+from customer360.lifecycle import ChangeStage, Code, DomainError, FieldNames, Reason, Source
+from customer360.lifecycle.inputs import check_change, check_text
 from customer360.observability import REJECTED
 
 STATUS = {
@@ -31,6 +29,7 @@ STATUS = {
 }
 ETAG = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')  # ASCII digits: \d is any script's
 BODY_FIELDS = {"stage", "updated_by", "reason_code", "expected_version"}
+NAMES = FieldNames("stage", "reason_code", "Idempotency-Key", "expected_version")
 
 
 class RestError(Exception):
@@ -80,6 +79,7 @@ def _in_tenant(request: Request, principal: Principal, needs: Permission) -> Pri
 
 
 def _body(raw: bytes) -> dict[str, Any]:
+    """The body's JSON shape; its values are judged by the domain's own input check."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -89,18 +89,11 @@ def _body(raw: bytes) -> dict[str, Any]:
     stage = body.get("stage")
     if not isinstance(stage, str) or not stage:
         raise _fail(400, Code.BAD_USER_INPUT, "stage must be a non-empty string")
-    for key in ("stage", "updated_by", "reason_code"):
-        value = body.get(key)
-        if value is not None and (
-            not isinstance(value, str) or "\x00" in value or len(value) > MAX_TEXT
-        ):
-            raise _fail(
-                400,
-                Code.BAD_USER_INPUT,
-                f"{key} must be a string of at most {MAX_TEXT} characters, without NUL",
-            )
+    for key in ("updated_by", "reason_code"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise _fail(400, Code.BAD_USER_INPUT, f"{key} must be a string")
     ev = body.get("expected_version")
-    if ev is not None and (isinstance(ev, bool) or not isinstance(ev, int) or ev < 0):
+    if ev is not None and (isinstance(ev, bool) or not isinstance(ev, int)):
         raise _fail(400, Code.BAD_USER_INPUT, "expected_version must be a non-negative integer")
     return body
 
@@ -128,8 +121,12 @@ async def patch_lifecycle(request: Request) -> Response:
         if if_match is not None and expected is not None and if_match != expected:
             raise _fail(400, Code.BAD_USER_INPUT, "If-Match and expected_version disagree")
         key = request.headers.get("idempotency-key")
-        if key is not None and not (0 < len(key) <= 255):
-            raise _fail(400, Code.BAD_USER_INPUT, "Idempotency-Key must be 1 to 255 characters")
+        version = if_match if if_match is not None else expected
+        try:
+            check_text("updated_by", body.get("updated_by"))
+            check_change(body["stage"], body.get("reason_code"), key, version, NAMES)
+        except DomainError as err:
+            raise RestError(400, err) from None
         acting = _in_tenant(request, principal, Permission.UPDATE_LIFECYCLE)
         if body.get("updated_by") is not None and body["updated_by"] != acting.subject:
             raise _fail(403, Code.FORBIDDEN, "updated_by must be the token's subject")
@@ -140,12 +137,11 @@ async def patch_lifecycle(request: Request) -> Response:
             actor=acting.subject,
             source=Source.API,
             reason_code=body.get("reason_code"),
-            expected_version=if_match if if_match is not None else expected,
+            expected_version=version,
             idempotency_key=key,
         )
-        services = request.app.state.services
-        uow = SqlUnitOfWork(services.engine, on_commit=services.reads.note_written)
-        (outcome,), retry_after = await change_within_limit(services.limiter, uow, [cmd])
+        updated = await request.app.state.services.usecases.update_stages([cmd])
+        (outcome,) = updated.outcomes
         if isinstance(outcome, DomainError):
             status = STATUS[outcome.code]
             headers = {}
@@ -154,7 +150,7 @@ async def patch_lifecycle(request: Request) -> Response:
             elif outcome.code is Code.CONFLICT and if_match is not None:
                 status = 412
             elif outcome.code is Code.RATE_LIMITED:
-                headers["Retry-After"] = str(max(retry_after, 1))
+                headers["Retry-After"] = str(max(updated.retry_after, 1))
             raise RestError(status, outcome, headers)
         result = outcome
     except RestError as err:

@@ -30,10 +30,9 @@ from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.migrate import grant_application_role, upgrade_async
-from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
-from customer360.events.handlers import handle_event
 from customer360.settings import Settings
+from tests.helpers import apply_event, created_event
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ISSUER, AUDIENCE = "c360-dev", "customer360"
@@ -277,51 +276,11 @@ def api(http: httpx.AsyncClient, tenant: str) -> Api:
     return Api(http, tenant)
 
 
-_seq = iter(range(10**9))
-
-
-def created_event(tenant: str, customer_id: uuid.UUID | None = None, **data: Any) -> dict[str, Any]:
-    cid = customer_id or uuid.uuid4()
-    payload = {
-        "customer_id": str(cid),
-        "name": f"Customer {next(_seq)}",
-        "email": f"c{uuid.uuid4().hex[:8]}@example.com",
-        "phone": "+1 555 0100",
-        "company_name": "Acme Corp",
-        "tier": "PRO",
-        "tags": ["vip"],
-        "assigned_to": "user-1",
-    }
-    payload.update(data)
-    return event("customer.created", tenant, payload)
-
-
-def event(
-    type_: str,
-    tenant: str | None,
-    data: dict[str, Any],
-    *,
-    source: str = "crm",
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    ev: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id or uuid.uuid4().hex,
-        "source": source,
-        "type": type_,
-        "time": "2025-07-28T12:00:00Z",
-        "data": data,
-    }
-    if tenant is not None:
-        ev["tenantid"] = tenant
-    return ev
-
-
 @pytest.fixture
 def make_customer(engine: AsyncEngine, tenant: str) -> Any:
     async def make(tenant_id: str | None = None, **data: Any) -> uuid.UUID:
         ev = created_event(tenant_id or tenant, **data)
-        await handle_event(SqlUnitOfWork(engine), ev)
+        await apply_event(engine, ev)
         return uuid.UUID(ev["data"]["customer_id"])
 
     return make

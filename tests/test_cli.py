@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 from customer360.data.queries import CustomerFilterSpec
 from customer360.devstack import free_port
-from tests.conftest import SECRET, created_event, event, scratch_database
+from tests.conftest import SECRET, scratch_database
+from tests.helpers import created_event, event, renewed_event
 
 ROOT = Path(__file__).resolve().parents[1]
 C360 = [sys.executable, "-m", "customer360.cli"]
@@ -84,13 +85,7 @@ async def test_ingest_applies_good_lines_and_reports_the_bad_ones(
             event("customer.updated", tenant, {"customer_id": str(uuid.uuid4()), "name": "x"})
         ),
         "",
-        json.dumps(
-            event(
-                "contract.renewed",
-                tenant,
-                {"customer_id": cid, "contract_id": "K", "renewed_at": "2025-01-01T00:00:00Z"},
-            )
-        ),
+        json.dumps(renewed_event(tenant, cid, renewed_at="2025-01-01T00:00:00Z")),
     ]
     out = run(["ingest", "-"], clean_env(C360_DATABASE_URL=database_url), "\n".join(lines) + "\n")
     assert out.returncode == 2, out.stderr
@@ -384,3 +379,33 @@ def test_events_of_an_erased_tenant_are_rejected_lines_and_the_rest_applies(
     assert out.stdout.strip().splitlines()[-1] == "applied=1 duplicate=0 rejected=2"
     assert [ln.split(":")[0] for ln in out.stderr.strip().splitlines()] == ["line 1", "line 2"]
     assert "erased" in out.stderr
+
+
+async def test_kafka_topics_creates_every_topic_of_the_one_list_with_the_given_sizes() -> None:
+    # given a fresh broker of its own (the session's already has the gateway's topics)
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from customer360.devstack import embedded_kafka
+    from customer360.lifecycle.config import CONSUMED_EVENT_TYPES
+
+    with embedded_kafka() as bootstrap:
+        # when an operator creates the topics for a cluster
+        out = run(
+            ["kafka-topics", "--partitions", "4", "--dlq-partitions", "2"],
+            clean_env(C360_KAFKA_BOOTSTRAP=bootstrap),
+        )
+        assert out.returncode == 0, out.stderr
+        again = run(["kafka-topics"], clean_env(C360_KAFKA_BOOTSTRAP=bootstrap))
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics()
+        finally:
+            await admin.close()
+    # then each consumed type has its topic and dead-letter topic, beside the audit topic
+    partitions = {t["topic"]: len(t["partitions"]) for t in described}
+    expected = {t: 4 for t in CONSUMED_EVENT_TYPES}
+    expected |= {f"{t}.dlq": 2 for t in CONSUMED_EVENT_TYPES}
+    expected["audit.lifecycle.updated"] = 4
+    assert {t: n for t, n in partitions.items() if t in expected} == expected
+    assert again.returncode == 0 and "none (all exist)" in again.stdout

@@ -11,14 +11,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-
-from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, change_stages
-from customer360.lifecycle.ports import UnitOfWork
-from customer360.observability import REJECTED
 
 WINDOW_SECONDS = 3600
 DEFAULT_LIMIT = 1000
@@ -92,33 +88,12 @@ class RateLimiter:
             pass
 
 
-async def change_within_limit(
-    limiter: RateLimiter, uow: UnitOfWork, commands: Sequence[ChangeStage]
-) -> tuple[list[ChangeResult | DomainError], int]:
-    """Run one principal's commands through the write path under its hourly budget.
+class Unlimited:
+    """No budget at all: for tools and tests that change stages outside any principal's
+    hour (a benchmark's loader, the write-path tests). Never wired into the gateway."""
 
-    Commands past the budget may only replay (their idempotency key's first result). Returns
-    the outcomes and, when some were refused for the budget, seconds until a slot frees.
-    """
-    if not commands:
-        return [], 0
-    tenant, actor = commands[0].tenant_id, commands[0].actor
-    reservation = await limiter.reserve(tenant, actor, len(commands))
-    granted = len(reservation.ids)
-    runs = [c if i < granted else replace(c, replay_only=True) for i, c in enumerate(commands)]
-    try:
-        outcomes = await change_stages(uow, runs)
-    except BaseException:
-        await limiter.release(tenant, actor, reservation.ids)
-        raise
-    unused = [
-        rid
-        for rid, outcome in zip(reservation.ids, outcomes, strict=False)
-        if isinstance(outcome, DomainError) or outcome.replayed
-    ]
-    await limiter.release(tenant, actor, unused)
-    refused = sum(isinstance(o, DomainError) and o.code is Code.RATE_LIMITED for o in outcomes)
-    if refused:
-        reason = RATE_LIMIT_UNAVAILABLE if reservation.unavailable else RATE_LIMITED
-        REJECTED.labels(reason).inc(refused)
-    return outcomes, reservation.retry_after
+    async def reserve(self, tenant: str, subject: str, n: int) -> Reservation:
+        return Reservation(tuple(uuid.uuid4().hex for _ in range(n)))
+
+    async def release(self, tenant: str, subject: str, ids: Sequence[str]) -> None:
+        return None

@@ -12,14 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer360.lifecycle import Transition
 
+from . import outbox
 from .keys import keys_of
 
-CACHE_TOPIC = "c360.cache.customer"
-_CACHE_ROW = text(
-    "WITH i AS (INSERT INTO outbox (tenant_id, topic, key, payload) "
-    "VALUES (:t, 'c360.cache.customer', :k, '{}') RETURNING id) "
-    "SELECT id, pg_notify('c360_outbox', '') AS woken FROM i"
-)
+# Module constants only, no input: a string-built statement is safe here.
+_CACHE_SQL = f"{outbox.INSERT} VALUES (:t, '{outbox.CACHE_TOPIC}', :k, '{{}}') RETURNING id"
+_CACHE_ROW = text(f"WITH i AS ({_CACHE_SQL}) SELECT id, {outbox.WAKE} AS woken FROM i")  # noqa: S608
 PROFILE_FIELDS = ("name", "email", "phone", "company_name", "tier", "tags", "assigned_to")
 SEALED = ("email", "phone")
 # Personal data: once a customer is erased, later profile events cannot bring it back.

@@ -16,14 +16,14 @@ from customer360.lifecycle import (
     DEFAULT_CONFIG,
     ChangeResult,
     CustomerState,
-    Source,
     StageConfig,
     Transition,
     config_from_json,
 )
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 
-from .cloudevents import AUDIT_TOPIC, audit_event
+from . import outbox
+from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
 from .scope import TENANT_SQL, tenant_scope
 
 _CONFIG = text(
@@ -62,7 +62,7 @@ _FIND_KEYS = text(
 )
 # One statement, one round trip: history, current status, stage counts, outbox, keys.
 _RECORD = text(
-    """
+    f"""
 WITH t AS (
   SELECT * FROM unnest(
     CAST(:ids AS uuid[]), CAST(:customer_ids AS uuid[]), CAST(:versions AS int[]),
@@ -106,7 +106,7 @@ box AS (
   -- Linked at commit (migration 0006), which also gives this audit event its replay seq
   -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
   -- this database.
-  INSERT INTO outbox (tenant_id, topic, key, payload, history_id)
+  {outbox.INSERT_LINKED}
   SELECT :t, :topic, t.customer_id::text, t.event, hist.id
   FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
   RETURNING id, key
@@ -124,34 +124,29 @@ keys AS (
 -- Each customer's newest outbox row: the cache generation the relay will set for it, which
 -- this process waits for before serving that customer from cache again (read-your-writes).
 -- pg_notify wakes the relays at commit (transactional; repeats in one transaction fold).
-SELECT box.key, max(box.id) AS generation, pg_notify('c360_outbox', '') AS woken
+SELECT box.key, max(box.id) AS generation, {outbox.WAKE} AS woken
 FROM box GROUP BY box.key
-"""
+"""  # noqa: S608 (module constants only)
 )
 
 
 def result_to_json(r: ChangeResult) -> str:
+    """An idempotent first result, kept for replays: the transition in its wire shape."""
     t = r.transition
+    transition = None
+    if t is not None:
+        transition = {
+            **transition_data(t),
+            "tenant_id": t.tenant_id,
+            "config_version": t.config_version,
+        }
     return orjson.dumps(
         {
             "customer_id": str(r.customer_id),
             "stage": r.stage,
             "version": r.version,
             "updated_at": r.updated_at.isoformat(),
-            "transition": None
-            if t is None
-            else {
-                "id": str(t.id),
-                "tenant_id": t.tenant_id,
-                "from_stage": t.from_stage,
-                "to_stage": t.to_stage,
-                "changed_at": t.changed_at.isoformat(),
-                "changed_by": t.changed_by,
-                "reason_code": t.reason_code,
-                "source": t.source.value,
-                "version": t.version,
-                "config_version": t.config_version,
-            },
+            "transition": transition,
         }
     ).decode()
 
@@ -159,23 +154,11 @@ def result_to_json(r: ChangeResult) -> str:
 def result_from_json(doc: dict[str, Any]) -> ChangeResult:
     cid = uuid.UUID(doc["customer_id"])
     t = doc["transition"]
-    transition = (
-        None
-        if t is None
-        else Transition(
-            id=uuid.UUID(t["id"]),
-            tenant_id=t["tenant_id"],
-            customer_id=cid,
-            from_stage=t["from_stage"],
-            to_stage=t["to_stage"],
-            changed_at=datetime.fromisoformat(t["changed_at"]),
-            changed_by=t["changed_by"],
-            reason_code=t["reason_code"],
-            source=Source(t["source"]),
-            version=t["version"],
-            config_version=t["config_version"],
-        )
-    )
+    transition = None
+    if t is not None:
+        if "transition_id" not in t:  # kept before the wire shape was shared (24 h at most)
+            t = {**t, "transition_id": t["id"], "customer_id": str(cid)}
+        transition = transition_from_data(t["tenant_id"], t, t["config_version"])
     return ChangeResult(
         cid, doc["stage"], doc["version"], datetime.fromisoformat(doc["updated_at"]), transition
     )
@@ -199,6 +182,9 @@ class SqlLifecycleRepository:
         # Configurations read under this transaction's lock: they cannot change until commit.
         self._held: dict[str, StageConfig] = {}
         self._tenant: str | None = None
+        # Whether anything was written: a unit of work with nothing to keep rolls back, which
+        # unlike a commit waits for no WAL flush.
+        self.written = False
 
     async def stage_config(self, tenant_id: str, *, for_write: bool = False) -> StageConfig:
         held = self._held.get(tenant_id)
@@ -247,6 +233,7 @@ class SqlLifecycleRepository:
             },
         )
         self._held[tenant_id] = config
+        self.written = True
 
     async def lock_customers(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
@@ -273,6 +260,7 @@ class SqlLifecycleRepository:
     ) -> None:
         ts = transitions
         self.recorded.extend(ts)
+        self.written = True
         rows = await self.conn.execute(
             _RECORD,
             {

@@ -241,4 +241,6 @@ outbox = Table(
     Column("history_id", UUID(as_uuid=True)),
     Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_redis_pending", "id", postgresql_where=text("redis_published_at IS NULL")),
+    # The commit-time chain trigger finds a history row's outbox row by it (migration 0006).
+    Index("ix_outbox_history_id", "history_id", postgresql_where=text("history_id IS NOT NULL")),
 )

@@ -11,9 +11,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .customers import CACHE_TOPIC, ERASED_NAME
+from . import outbox
+from .customers import ERASED_NAME
 from .keys import keys_of
 from .scope import system_scope, tenant_scope
 
@@ -27,10 +28,10 @@ WITH gone AS (
 ),
 box AS (
   -- every process's cache forgets the profile, through the outbox like any other change
-  INSERT INTO outbox (tenant_id, topic, key, payload)
-  SELECT :t, '{CACHE_TOPIC}', id::text, '{{}}' FROM gone
+  {outbox.INSERT}
+  SELECT :t, '{outbox.CACHE_TOPIC}', id::text, '{{}}' FROM gone
 )
-SELECT count(*) AS n, pg_notify('c360_outbox', '') FROM gone
+SELECT count(*) AS n, {outbox.WAKE} FROM gone
 """  # noqa: S608 (module constants only)
 )
 # What a sealed value looks like: `v1.` and unpadded-or-padded base64url.
@@ -41,14 +42,13 @@ _DESTROY = text(
 )
 
 
-async def erase(engine: AsyncEngine, tenant_id: str, customer_id: uuid.UUID | None) -> int:
-    """Erase one customer, or the whole tenant when `customer_id` is None; returns how many."""
-    async with engine.begin() as conn:
-        await tenant_scope(conn, tenant_id)
-        n = int((await conn.execute(_ERASE, {"t": tenant_id, "c": customer_id})).scalar_one())
-        if customer_id is None:
-            await conn.execute(_DESTROY, {"t": tenant_id})
-    keys_of(engine).forget(tenant_id)
+async def erase(conn: AsyncConnection, tenant_id: str, customer_id: uuid.UUID | None) -> int:
+    """Erase one customer, or the whole tenant when `customer_id` is None, in the caller's
+    transaction; returns how many. Once it commits, the caller forgets the tenant's key."""
+    await tenant_scope(conn, tenant_id)
+    n = int((await conn.execute(_ERASE, {"t": tenant_id, "c": customer_id})).scalar_one())
+    if customer_id is None:
+        await conn.execute(_DESTROY, {"t": tenant_id})
     return n
 
 

@@ -25,6 +25,9 @@ from .keys import keys_of
 from .lifecycle import load_stage_config
 from .scope import tenant_scope
 
+# One row of a read, as the API layer sees it: attributes named as the columns.
+Record = Row[Any]
+
 CUSTOMER_COLUMNS = (
     "id, tenant_id, name, email, phone, company_name, tier, tags, assigned_to, created_at, "
     "updated_at, stage, stage_entered_at, lifecycle_updated_at, lifecycle_updated_by, "
@@ -130,7 +133,7 @@ class Reads:
                 await tenant_scope(conn, tenant_id)
             yield conn
 
-    async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
+    async def _all(self, sql: str, params: dict[str, Any]) -> Sequence[Record]:
         async with self._scoped(params.get("t")) as conn:
             return (await conn.execute(text(sql), params)).all()
 
@@ -186,7 +189,7 @@ class Reads:
 
     async def _customers_by_id(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, Row[Any]]:
+    ) -> dict[uuid.UUID, Record]:
         rows = await self._all(
             f"SELECT {CUSTOMER_COLUMNS} FROM customers "  # noqa: S608
             "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL",
@@ -196,7 +199,7 @@ class Reads:
 
     async def metrics_by_customer(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, Row[Any]]:
+    ) -> dict[uuid.UUID, Record]:
         rows = await self._all(
             "SELECT * FROM customer_metrics WHERE tenant_id = :t AND customer_id = ANY(:ids)",
             {"t": tenant_id, "ids": list(ids)},
@@ -205,14 +208,14 @@ class Reads:
 
     async def history_by_customer(
         self, tenant_id: str, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, list[Row[Any]]]:
+    ) -> dict[uuid.UUID, list[Record]]:
         """Whole histories, oldest first, for stage durations."""
         rows = await self._all(
             f"SELECT {HISTORY_COLUMNS} FROM lifecycle_history "  # noqa: S608
             "WHERE tenant_id = :t AND customer_id = ANY(:ids) ORDER BY customer_id, version",
             {"t": tenant_id, "ids": list(ids)},
         )
-        out: dict[uuid.UUID, list[Row[Any]]] = {i: [] for i in ids}
+        out: dict[uuid.UUID, list[Record]] = {i: [] for i in ids}
         for r in rows:
             out[r.customer_id].append(r)
         return out
@@ -280,7 +283,7 @@ class Reads:
 
     async def history_page(
         self, tenant_id: str, customer_id: uuid.UUID, limit: int, before_version: int | None
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Record]:
         params: dict[str, Any] = {"t": tenant_id, "c": customer_id, "limit": limit}
         cond = ""
         if before_version is not None:
@@ -314,7 +317,7 @@ class Reads:
         customer_id: uuid.UUID | None,
         stage: str | None,
         limit: int = 500,
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Record]:
         """Committed changes after a position, oldest first, for subscribers catching up."""
         params: dict[str, Any] = {"t": tenant_id, "s": after_seq, "limit": limit}
         cond = ""

@@ -19,10 +19,8 @@ CommitHook = Callable[[str, Mapping[uuid.UUID, int]], None]
 
 
 class SqlUnitOfWork:
-    """Re-entrant, so an event handler and `change_stages` share one transaction.
-
-    Only the outermost `commit()` commits; leaving without it rolls back.
-    """
+    """Entered once by one use case, which commits once; leaving without `commit()` rolls
+    back. After the commit, `on_commit` learns which customers changed (read-your-writes)."""
 
     lifecycle: SqlLifecycleRepository
     customers: CustomerRepository
@@ -31,7 +29,6 @@ class SqlUnitOfWork:
         self._engine = engine
         self._on_commit = on_commit
         self._conn: AsyncConnection | None = None
-        self._depth = 0
         self.committed = False
 
     @property
@@ -40,13 +37,13 @@ class SqlUnitOfWork:
         return self._conn
 
     async def __aenter__(self) -> Self:
-        if self._depth == 0:
-            self._conn = await self._engine.connect()
-            await self._conn.begin()
-            self.committed = False
-            self.lifecycle = SqlLifecycleRepository(self._conn)
-            self.customers = CustomerRepository(self._conn)
-        self._depth += 1
+        if self._conn is not None:
+            raise RuntimeError("a unit of work is entered once")
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        self.committed = False
+        self.lifecycle = SqlLifecycleRepository(self._conn)
+        self.customers = CustomerRepository(self._conn)
         return self
 
     async def __aexit__(
@@ -55,9 +52,6 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth > 0:
-            return
         conn, self._conn = self._conn, None
         assert conn is not None
         try:
@@ -67,22 +61,20 @@ class SqlUnitOfWork:
             await conn.close()
 
     async def commit(self) -> None:
-        if self._depth == 1:
-            await self.connection.commit()
-            self.committed = True
-            # Per tenant: each touched customer and the cache generation its change leads to.
-            touched: dict[str, dict[uuid.UUID, int]] = {}
-            written = self.lifecycle.generations
-            for t in self.lifecycle.recorded:
-                TRANSITIONS.labels(t.source.value).inc()
-                gens = touched.setdefault(t.tenant_id, {})
-                gens[t.customer_id] = max(gens.get(t.customer_id, 0), written.get(t.customer_id, 0))
-            for tenant, cid, gen in self.customers.touched:
-                gens = touched.setdefault(tenant, {})
-                gens[cid] = max(gens.get(cid, 0), gen)
-            self.lifecycle.recorded.clear()
-            self.lifecycle.generations.clear()
-            self.customers.touched.clear()
-            if self._on_commit is not None:
-                for tenant, ids in touched.items():
-                    self._on_commit(tenant, ids)
+        if self.committed:
+            raise RuntimeError("a unit of work commits once")
+        await self.connection.commit()
+        self.committed = True
+        # Per tenant: each touched customer and the cache generation its change leads to.
+        touched: dict[str, dict[uuid.UUID, int]] = {}
+        written = self.lifecycle.generations
+        for t in self.lifecycle.recorded:
+            TRANSITIONS.labels(t.source.value).inc()
+            gens = touched.setdefault(t.tenant_id, {})
+            gens[t.customer_id] = max(gens.get(t.customer_id, 0), written.get(t.customer_id, 0))
+        for tenant, cid, gen in self.customers.touched:
+            gens = touched.setdefault(tenant, {})
+            gens[cid] = max(gens.get(cid, 0), gen)
+        if self._on_commit is not None:
+            for tenant, ids in touched.items():
+                self._on_commit(tenant, ids)

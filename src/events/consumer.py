@@ -1,4 +1,4 @@
-"""Kafka consumers: CloudEvents in through the same handlers as `c360 ingest`.
+"""Kafka consumers: CloudEvents in through the same use case as `c360 ingest`.
 
 An offset is committed only after the event's transaction committed, so a crash or a
 rebalance can redeliver but never skip; a redelivered event finds its (source, id) already
@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customer360.data.uow import CommitHook, SqlUnitOfWork
 from customer360.observability import EVENTS_CONSUMED, get_logger
+from customer360.usecases import EventRejected, UseCases
 
-from .handlers import EventRejected, handle_event
 from .kafka import CONSUMED_TOPICS, GROUP_ID
 from .ownership import Ownership
 
@@ -38,15 +33,13 @@ class EventConsumer:
     def __init__(
         self,
         bootstrap: str,
-        engine: AsyncEngine,
+        usecases: UseCases,
         producer: AIOKafkaProducer,
         *,
         group_id: str = GROUP_ID,
-        on_commit: CommitHook | None = None,
     ) -> None:
         self.bootstrap = bootstrap
-        self.engine = engine
-        self.on_commit = on_commit
+        self.usecases = usecases
         self._tries: dict[tuple[str, int, int], int] = {}
         self.retry_base = 0.2
         self.producer = producer
@@ -152,19 +145,10 @@ class EventConsumer:
 
     async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
         try:
-            event: Any = orjson.loads(record.value or b"")
-            if isinstance(event, dict) and event.get("type") != record.topic:
-                raise EventRejected(f"type {event.get('type')!r} does not match the topic")
-            uow = SqlUnitOfWork(self.engine, on_commit=self.on_commit)
-            outcome = (await handle_event(uow, event)).value
-        except (orjson.JSONDecodeError, EventRejected, DataError, IntegrityError) as exc:
-            if isinstance(exc, orjson.JSONDecodeError):
-                reason = f"not JSON: {exc}"
-            elif isinstance(exc, DataError | IntegrityError):
-                reason = f"not storable: {type(exc.orig).__name__}"
-            else:
-                reason = str(exc)
-            await self.dead_letter(record, reason)
+            applied = await self.usecases.apply_event(record.value or b"", topic=record.topic)
+            outcome = applied.value
+        except EventRejected as exc:
+            await self.dead_letter(record, str(exc))
             outcome = "rejected"
         EVENTS_CONSUMED.labels(record.topic, outcome).inc()
         return outcome

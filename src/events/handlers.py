@@ -1,7 +1,8 @@
 """CloudEvents in: each consumed type becomes writes and, by the tenant's rules, a command.
 
-The Kafka consumers and `c360 ingest` call exactly these handlers. An event is marked
-processed (source + id) in the same transaction as its effect, so a redelivery changes nothing.
+The Kafka consumers and `c360 ingest` reach them through one use case (`apply_event`). An
+event is marked processed (source + id) in the same transaction as its effect, so a
+redelivery changes nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from customer360.data.keys import TenantErased
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, DomainError, Source, change_stages, start_lifecycle
-from customer360.lifecycle.service import utcnow
+from customer360.lifecycle import (
+    ChangeStage,
+    Code,
+    DomainError,
+    Source,
+    change_stages,
+    start_lifecycle,
+)
+from customer360.lifecycle.config import CONSUMED_EVENT_TYPES
 
 TIERS = frozenset({"FREE", "BASIC", "PRO", "ENTERPRISE"})
 TEXT_FIELDS = ("name", "email", "phone", "company_name", "assigned_to")
-MAX_TEXT = 512
+# A profile field or tag from an upstream system: room for long company names and addresses.
+MAX_PROFILE_TEXT = 512
 
 
 class Outcome(StrEnum):
@@ -42,6 +50,7 @@ class Event:
     data: dict[str, Any]
 
 
+# A CloudEvent attribute (source, id, type, tenantid) or an id inside `data`.
 MAX_ATTRIBUTE = 256
 
 
@@ -86,9 +95,9 @@ def _profile(data: Mapping[str, Any]) -> dict[str, Any]:
         if key in data:
             value = data[key]
             if value is not None and (
-                not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value
+                not isinstance(value, str) or len(value) > MAX_PROFILE_TEXT or "\x00" in value
             ):
-                raise EventRejected(f"data.{key} must be a string of at most {MAX_TEXT}")
+                raise EventRejected(f"data.{key} must be a string of at most {MAX_PROFILE_TEXT}")
             out[key] = value
     if "name" in out and not (out["name"] or "").strip():
         raise EventRejected("data.name must not be empty")
@@ -102,7 +111,7 @@ def _profile(data: Mapping[str, Any]) -> dict[str, Any]:
     if "tags" in data:
         tags = data["tags"] or []
         if not isinstance(tags, list) or not all(
-            isinstance(t, str) and "\x00" not in t and len(t) <= MAX_TEXT for t in tags
+            isinstance(t, str) and "\x00" not in t and len(t) <= MAX_PROFILE_TEXT for t in tags
         ):
             raise EventRejected("data.tags must be a list of strings")
         out["tags"] = list(dict.fromkeys(tags))
@@ -126,39 +135,27 @@ def parse_event(event: Any) -> Event:
     return Event(source, event_id, type_, tenant, _customer_id(data), dict(data))
 
 
-async def handle_event(
-    uow: SqlUnitOfWork, event: Any, clock: Callable[[], datetime] = utcnow
-) -> Outcome:
-    ev = parse_event(event)
-    try:
-        return await _apply(uow, ev, clock)
-    except TenantErased as exc:
-        # An erased tenant's events are refused like any other bad event, never retried.
-        raise EventRejected(str(exc)) from None
-
-
-async def _apply(uow: SqlUnitOfWork, ev: Event, clock: Callable[[], datetime]) -> Outcome:
-    async with uow:
-        # The configuration lock first, as on every write path, before any customer row.
-        await uow.lifecycle.stage_config(ev.tenant, for_write=True)
-        if not await uow.customers.mark_processed(ev.source, ev.id, ev.tenant, ev.type):
-            return Outcome.DUPLICATE
-        await HANDLERS[ev.type](uow, ev, clock())
-        rule = (await uow.lifecycle.stage_config(ev.tenant)).rule_for(ev.type)
-        if rule is not None:
-            cmd = ChangeStage(
-                tenant_id=ev.tenant,
-                customer_id=ev.customer_id,
-                stage=rule.to_stage,
-                actor=ev.source,
-                source=Source.EVENT_LISTENER,
-                reason_code=ev.type,
-            )
-            (outcome,) = await change_stages(uow, [cmd], clock)
-            # A move the tenant's rules refuse is skipped; the event's other effects stand.
-            if isinstance(outcome, DomainError) and outcome.code.value == "NOT_FOUND":
-                raise EventRejected(f"unknown customer {ev.customer_id}")
-        await uow.commit()
+async def handle(uow: SqlUnitOfWork, ev: Event, now: datetime) -> Outcome:
+    """The event's effects inside the caller's unit of work (which alone commits)."""
+    # The configuration lock first, as on every write path, before any customer row.
+    await uow.lifecycle.stage_config(ev.tenant, for_write=True)
+    if not await uow.customers.mark_processed(ev.source, ev.id, ev.tenant, ev.type):
+        return Outcome.DUPLICATE
+    await HANDLERS[ev.type](uow, ev, now)
+    rule = (await uow.lifecycle.stage_config(ev.tenant)).rule_for(ev.type)
+    if rule is not None:
+        cmd = ChangeStage(
+            tenant_id=ev.tenant,
+            customer_id=ev.customer_id,
+            stage=rule.to_stage,
+            actor=ev.source,
+            source=Source.EVENT_LISTENER,
+            reason_code=ev.type,
+        )
+        (outcome,) = await change_stages(uow.lifecycle, [cmd], lambda: now)
+        # A move the tenant's rules refuse is skipped; the event's other effects stand.
+        if isinstance(outcome, DomainError) and outcome.code is Code.NOT_FOUND:
+            raise EventRejected(f"unknown customer {ev.customer_id}")
     return Outcome.APPLIED
 
 
@@ -223,3 +220,5 @@ HANDLERS: dict[str, Handler] = {
     "support.issue.opened": _opened,
     "support.issue.closed": _closed,
 }
+if tuple(HANDLERS) != CONSUMED_EVENT_TYPES:  # the one list of consumed types decides
+    raise RuntimeError("an event handler for each consumed type, in CONSUMED_EVENT_TYPES order")

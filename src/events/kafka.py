@@ -6,14 +6,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from customer360.data.cloudevents import AUDIT_TOPIC
+from customer360.lifecycle.config import CONSUMED_EVENT_TYPES
 
-CONSUMED_TOPICS = (
-    "customer.created",
-    "customer.updated",
-    "contract.renewed",
-    "support.issue.opened",
-    "support.issue.closed",
-)
+CONSUMED_TOPICS = CONSUMED_EVENT_TYPES  # a consumed event's topic is its type
 GROUP_ID = "c360-gateway"
 
 
@@ -21,17 +16,32 @@ def all_topics() -> list[str]:
     return [*CONSUMED_TOPICS, *(f"{t}.dlq" for t in CONSUMED_TOPICS), AUDIT_TOPIC]
 
 
-async def ensure_topics(bootstrap: str, partitions: int = 3) -> list[str]:
-    """Create the topics the gateway uses that do not exist yet; returns those created."""
+async def ensure_topics(
+    bootstrap: str,
+    partitions: int = 3,
+    *,
+    dlq_partitions: int = 1,
+    replication: int = 1,
+    dlq_retention_ms: int | None = None,
+) -> list[str]:
+    """Create the topics the gateway uses that do not exist yet; returns those created.
+
+    The gateway calls it at start (unless C360_KAFKA_CREATE_TOPICS=0); `c360 kafka-topics`
+    with a production cluster's partitions, replication and dead-letter retention."""
+    dlq_configs = {} if dlq_retention_ms is None else {"retention.ms": str(dlq_retention_ms)}
+
+    def new(topic: str) -> NewTopic:
+        if topic.endswith(".dlq"):
+            return NewTopic(topic, dlq_partitions, replication, topic_configs=dlq_configs)
+        return NewTopic(topic, partitions, replication)
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in all_topics() if t not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(t, 1 if t.endswith(".dlq") else partitions, 1) for t in missing]
-            )
+            await admin.create_topics([new(t) for t in missing])
         return missing
     finally:
         await admin.close()

@@ -24,13 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.data.cache import invalidate
 from customer360.data.cloudevents import AUDIT_TOPIC
+from customer360.data.outbox import NOTIFY_CHANNEL
 from customer360.data.scope import system_scope
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
 
 log = get_logger("customer360.relay")
 CHANNEL = "c360:lifecycle"
 RETENTION_DAYS = 7
-NOTIFY_CHANNEL = "c360_outbox"
 # A drain stuck longer (a half-open connection, a sink that never answers) is abandoned.
 DRAIN_TIMEOUT = 60.0
 

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customer360.data.uow import CommitHook
 from customer360.observability import get_logger
 from customer360.settings import Settings
+from customer360.usecases import UseCases
 
 from .consumer import EventConsumer
 from .hub import Hub
@@ -88,7 +88,7 @@ async def background(
     settings: Settings,
     engine: AsyncEngine,
     redis: aioredis.Redis,
-    on_commit: CommitHook | None = None,
+    usecases: UseCases,
 ) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
     assert settings.redis_url
     tasks: list[asyncio.Task[None]] = []
@@ -99,7 +99,7 @@ async def background(
         if bootstrap is not None:
             link = KafkaLink(bootstrap, settings.kafka_create_topics)
             sinks.insert(0, LazyKafkaSink(link))
-            consume = _consume_when_ready(link, bootstrap, engine, on_commit)
+            consume = _consume_when_ready(link, bootstrap, usecases)
             tasks.append(asyncio.create_task(consume))
         tasks.append(asyncio.create_task(OutboxRelay(engine, sinks).run()))
         try:
@@ -114,9 +114,7 @@ async def background(
                 await link.close()
 
 
-async def _consume_when_ready(
-    link: KafkaLink, bootstrap: str, engine: AsyncEngine, on_commit: CommitHook | None
-) -> None:
+async def _consume_when_ready(link: KafkaLink, bootstrap: str, usecases: UseCases) -> None:
     await link.connect()
     assert link.producer is not None
-    await EventConsumer(bootstrap, engine, link.producer, on_commit=on_commit).run()
+    await EventConsumer(bootstrap, usecases, link.producer).run()

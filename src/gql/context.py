@@ -6,21 +6,17 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from customer360.auth.principal import Permission, Principal
-from customer360.auth.ratelimit import RateLimiter, change_within_limit
-from customer360.data.queries import Reads
-from customer360.data.uow import SqlUnitOfWork
+from customer360.data.queries import Reads, Record
 from customer360.events.hub import Hub
-from customer360.lifecycle import ChangeResult, ChangeStage, Code, DomainError, StageConfig
+from customer360.lifecycle import Code, StageConfig
+from customer360.usecases import UseCases
 
 from .errors import ApiError, forbidden
 
@@ -30,21 +26,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class Loaders:
-    customer: DataLoader[uuid.UUID, Row[Any] | None]
-    metrics: DataLoader[uuid.UUID, Row[Any] | None]
-    history: DataLoader[uuid.UUID, list[Row[Any]]]
+    customer: DataLoader[uuid.UUID, Record | None]
+    metrics: DataLoader[uuid.UUID, Record | None]
+    history: DataLoader[uuid.UUID, list[Record]]
 
 
 def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
-    async def customers(ids: list[uuid.UUID]) -> list[Row[Any] | None]:
+    async def customers(ids: list[uuid.UUID]) -> list[Record | None]:
         found = await reads.customers_by_id(tenant_id, ids)
         return [found.get(i) for i in ids]
 
-    async def metrics(ids: list[uuid.UUID]) -> list[Row[Any] | None]:
+    async def metrics(ids: list[uuid.UUID]) -> list[Record | None]:
         found = await reads.metrics_by_customer(tenant_id, ids)
         return [found.get(i) for i in ids]
 
-    async def history(ids: list[uuid.UUID]) -> list[list[Row[Any]]]:
+    async def history(ids: list[uuid.UUID]) -> list[list[Record]]:
         found = await reads.history_by_customer(tenant_id, ids)
         return [found[i] for i in ids]
 
@@ -57,9 +53,8 @@ class Context:
     its principal set at `connection_init` and its caches renewed for every operation."""
 
     reads: Reads
-    engine: AsyncEngine
+    usecases: UseCases
     hub: Hub | None = None
-    limiter: RateLimiter | None = None
     websocket: WebSocket | None = None
     _principal: Principal | None = None
     connection_params: dict[str, Any] | None = None
@@ -114,16 +109,6 @@ class Context:
     def require(self, permission: Permission) -> None:
         if not self.principal.can(permission):
             raise forbidden(f"Needs {permission.value}")
-
-    def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, on_commit=self.reads.note_written)
-
-    async def change(self, commands: Sequence[ChangeStage]) -> list[ChangeResult | DomainError]:
-        """The write path under the principal's hourly budget."""
-        if self.limiter is None:
-            raise ApiError(Code.INTERNAL_SERVER_ERROR, "No rate limiter")
-        outcomes, _ = await change_within_limit(self.limiter, self.uow(), commands)
-        return outcomes
 
     async def stage_config(self) -> StageConfig:
         """The tenant's configuration, read once per request.

@@ -147,7 +147,7 @@ class Fanout:
         own business (every socket is closed at its own token's expiry)."""
         assert ctx._principal is not None
         forever = replace(ctx._principal, expires_at=2**62)
-        return Context(reads=ctx.reads, engine=ctx.engine, hub=ctx.hub, _principal=forever)
+        return Context(reads=ctx.reads, usecases=ctx.usecases, hub=ctx.hub, _principal=forever)
 
     async def member(
         self, key: GroupKey, source: Source, close: Callable[[int, str], Awaitable[None]]

@@ -17,8 +17,8 @@ from customer360.lifecycle import (
     DomainError,
     Reason,
     Source,
+    check_command,
 )
-from customer360.lifecycle.service import check_command
 
 from .context import Context
 from .errors import ApiError, bad_input
@@ -84,13 +84,7 @@ class BulkUpdateLifecycleStagesPayload:
     )
 
 
-MAX_KEY = 255
-
-
 def _command(ctx: Context, item: UpdateLifecycleStageInput, cid: uuid.UUID) -> ChangeStage:
-    key = item.idempotency_key
-    if key is not None and not (0 < len(key) <= MAX_KEY):
-        raise bad_input(f"idempotencyKey must be 1 to {MAX_KEY} characters")
     command = ChangeStage(
         tenant_id=ctx.tenant_id,
         customer_id=cid,
@@ -99,7 +93,7 @@ def _command(ctx: Context, item: UpdateLifecycleStageInput, cid: uuid.UUID) -> C
         source=Source.UI,
         reason_code=item.reason_code,
         expected_version=item.expected_version,
-        idempotency_key=key,
+        idempotency_key=item.idempotency_key,
     )
     try:
         check_command(command)
@@ -114,7 +108,7 @@ def _payload(ctx: Context, result: ChangeResult) -> UpdateLifecycleStagePayload:
     return UpdateLifecycleStagePayload(
         success=True,
         updated_at=result.updated_at,
-        transition=LifecycleTransition.from_domain(t) if t else None,
+        transition=LifecycleTransition.of(t) if t else None,
         _customer_id=result.customer_id,
     )
 
@@ -131,7 +125,7 @@ class LifecycleMutation:
         ctx = info.context
         cmd = _command(ctx, input, parse_id(input.customer_id))
         ctx.require(Permission.UPDATE_LIFECYCLE)
-        (outcome,) = await ctx.change([cmd])
+        (outcome,) = (await ctx.usecases.update_stages([cmd])).outcomes
         if isinstance(outcome, DomainError):
             raise ApiError.from_domain(outcome)
         return _payload(ctx, outcome)
@@ -156,7 +150,7 @@ class LifecycleMutation:
                 outcomes.append(None)
             except ApiError as err:
                 outcomes.append(err)
-        applied = iter(await ctx.change(commands))
+        applied = iter((await ctx.usecases.update_stages(commands)).outcomes)
         outcomes = [next(applied) if o is None else o for o in outcomes]
         results = [_bulk_result(item, o) for item, o in zip(inputs, outcomes, strict=True)]
         ok = sum(1 for r in results if r.success)
@@ -173,7 +167,7 @@ def _bulk_result(
         return BulkUpdateResult(
             customer_id=item.customer_id,
             success=True,
-            transition=LifecycleTransition.from_domain(t) if t else None,
+            transition=LifecycleTransition.of(t) if t else None,
             error=None,
         )
     if isinstance(outcome, DomainError):

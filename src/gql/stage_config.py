@@ -8,8 +8,8 @@ import strawberry
 from strawberry.types import Info
 
 from customer360.auth.principal import Permission
-from customer360.lifecycle import ConfigProposal, DomainError, StageConfig, configure_stages
-from customer360.lifecycle.service import check_version
+from customer360.lifecycle import ConfigProposal, DomainError, StageConfig
+from customer360.lifecycle.inputs import check_version
 
 from .context import Context
 from .errors import ApiError
@@ -111,8 +111,8 @@ class StageConfigMutation:
             [(r.event_type, r.to_stage) for r in input.event_rules or []],
         )
         try:
-            saved = await configure_stages(
-                ctx.uow(), ctx.tenant_id, ctx.principal.subject, proposal, input.expected_version
+            saved = await ctx.usecases.configure_stages(
+                ctx.tenant_id, ctx.principal.subject, proposal, input.expected_version
             )
         except DomainError as err:
             raise ApiError.from_domain(err) from None

@@ -6,13 +6,12 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
-from datetime import datetime
-from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
-from customer360.lifecycle import Code, Reason, Source
+from customer360.data.cloudevents import transition_from_data
+from customer360.lifecycle import Code, Reason
 from customer360.observability import SUBSCRIPTIONS
 
 from .context import Context
@@ -49,19 +48,6 @@ class LifecycleChangeEvent:
         if row is None:
             raise ApiError(Code.NOT_FOUND, "No such customer")
         return Customer(_row=row)
-
-
-def _transition(data: dict[str, Any]) -> LifecycleTransition:
-    return LifecycleTransition(
-        id=strawberry.ID(data["transition_id"]),
-        customer_id=strawberry.ID(data["customer_id"]),
-        from_stage=data["from_stage"],
-        to_stage=data["to_stage"],
-        changed_at=datetime.fromisoformat(data["changed_at"]),
-        changed_by=data["changed_by"],
-        reason_code=data["reason_code"],
-        source=Source(data["source"]),
-    )
 
 
 class _Filter:
@@ -133,7 +119,7 @@ class Subscription:
                     since = max(since, r.seq)
                     if fresh(r.seq):
                         last = max(last, r.seq)
-                        yield event(LifecycleTransition.from_row(r), r.seq)
+                        yield event(LifecycleTransition.of(r), r.seq)
                 if len(rows) < 500:
                     return
 
@@ -165,7 +151,7 @@ class Subscription:
                             yield e
                         continue
                     seq, data = message.get("seq"), message["event"]["data"]
-                    t = _transition(data)
+                    t = LifecycleTransition.of(transition_from_data(ctx.tenant_id, data))
                     if isinstance(seq, int) and wanted.matches(t) and fresh(seq):
                         last = max(last, seq)
                         yield event(t, seq)

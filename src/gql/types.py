@@ -9,10 +9,10 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from sqlalchemy.engine import Row
 from strawberry.types import Info
 
 from customer360.auth.principal import Permission as PermissionValue
+from customer360.data.queries import Record
 from customer360.lifecycle import Reason, Source, Transition
 
 from .context import Context
@@ -52,20 +52,9 @@ class LifecycleTransition:
     source: TransitionSource  # type: ignore[valid-type]
 
     @classmethod
-    def from_row(cls, r: Row[Any]) -> LifecycleTransition:
-        return cls(
-            id=strawberry.ID(str(r.id)),
-            customer_id=strawberry.ID(str(r.customer_id)),
-            from_stage=r.from_stage,
-            to_stage=r.to_stage,
-            changed_at=r.changed_at,
-            changed_by=r.changed_by,
-            reason_code=r.reason_code,
-            source=Source(r.source),
-        )
-
-    @classmethod
-    def from_domain(cls, t: Transition) -> LifecycleTransition:
+    def of(cls, t: Transition | Record) -> LifecycleTransition:
+        """The one mapping to the API's shape, from the domain's transition or a history
+        row (same attribute names)."""
         return cls(
             id=strawberry.ID(str(t.id)),
             customer_id=strawberry.ID(str(t.customer_id)),
@@ -74,7 +63,7 @@ class LifecycleTransition:
             changed_at=t.changed_at,
             changed_by=t.changed_by,
             reason_code=t.reason_code,
-            source=t.source,
+            source=Source(t.source),
         )
 
 
@@ -131,7 +120,7 @@ class CustomerMetrics:
     days_in_stage: int
 
 
-def stage_durations(rows: list[Row[Any]], now: datetime) -> list[StageDuration]:
+def stage_durations(rows: list[Record], now: datetime) -> list[StageDuration]:
     """Stays per stage from a history oldest-first; the last stay runs until now."""
     acc: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(rows):
@@ -159,7 +148,7 @@ def stage_durations(rows: list[Row[Any]], now: datetime) -> list[StageDuration]:
 
 @strawberry.type
 class Customer:
-    _row: strawberry.Private[Row[Any]]
+    _row: strawberry.Private[Record]
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -261,7 +250,7 @@ class Customer:
         rows = rows[:limit]
         edges = [
             LifecycleTransitionEdge(
-                cursor=encode_cursor(scope, [r.version]), node=LifecycleTransition.from_row(r)
+                cursor=encode_cursor(scope, [r.version]), node=LifecycleTransition.of(r)
             )
             for r in rows
         ]

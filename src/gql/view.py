@@ -194,9 +194,8 @@ class GraphQLApp(GraphQL[Context, None]):
         websocket = request if isinstance(request, WebSocket) else None
         return Context(
             reads=services.reads,
-            engine=services.engine,
+            usecases=services.usecases,
             hub=services.hub,
-            limiter=services.limiter,
             websocket=websocket,
             _principal=None if websocket is not None else request.state.principal,
         )

@@ -11,16 +11,13 @@ from .errors import Reason, bad_input
 
 MAX_STAGES = 50
 MAX_NAME = 64
-CONSUMED_EVENT_TYPES = frozenset(
-    {
-        "customer.created",
-        "customer.updated",
-        "contract.renewed",
-        "support.issue.opened",
-        "support.issue.closed",
-    }
-)
-RULE_EVENT_TYPES = CONSUMED_EVENT_TYPES - {"customer.created", "customer.updated"}
+# The CloudEvent types the gateway consumes (CONTRACT section 6), each on a Kafka topic of
+# the same name: the one list that the consumers, `c360 ingest`, the event handlers and
+# `c360 kafka-topics` follow.
+PROFILE_EVENT_TYPES = ("customer.created", "customer.updated")
+# Types whose arrival a tenant's eventRules may turn into a stage change.
+RULE_EVENT_TYPES = ("contract.renewed", "support.issue.opened", "support.issue.closed")
+CONSUMED_EVENT_TYPES = (*PROFILE_EVENT_TYPES, *RULE_EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)

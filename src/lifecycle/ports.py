@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 from uuid import UUID
 
 from .commands import CustomerState, IdempotencyRecord, StoredResult, Transition
@@ -40,19 +39,3 @@ class LifecycleRepository(Protocol):
     ) -> None:
         """Persist history, current status, stage counts and outbox rows for `transitions`."""
         ...
-
-
-class UnitOfWork(Protocol):
-    @property
-    def lifecycle(self) -> LifecycleRepository: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    async def commit(self) -> None: ...

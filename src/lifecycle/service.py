@@ -1,4 +1,8 @@
-"""`change_stages`: the one write path for lifecycle stages, whoever asks."""
+"""`change_stages`: the one write path for lifecycle stages, whoever asks.
+
+The domain decides and writes through its repository; it never opens or commits a unit of
+work. The use case that called it (customer360.usecases) commits once, or not at all.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from .commands import (
 )
 from .config import ConfigProposal, StageConfig
 from .errors import Code, DomainError, Reason, bad_input, conflict, not_found
-from .ports import UnitOfWork
+from .inputs import check_command, check_version
+from .ports import LifecycleRepository
 
 MAX_BULK = 1000
 Clock = Callable[[], datetime]
@@ -46,27 +51,6 @@ def check_stage_rules(
         )
     if config.requires_reason(target) and not (reason_code and reason_code.strip()):
         raise bad_input(f"Entering {target!r} needs a reason code", Reason.REASON_REQUIRED)
-
-
-MAX_TEXT = 256
-
-
-def check_command(cmd: ChangeStage) -> None:
-    """Text a database cannot store, or of absurd length, is malformed input."""
-    for name, value in (
-        ("stage", cmd.stage),
-        ("reasonCode", cmd.reason_code),
-        ("idempotencyKey", cmd.idempotency_key),
-    ):
-        if value is not None and ("\x00" in value or len(value) > MAX_TEXT):
-            raise bad_input(f"{name} must be at most {MAX_TEXT} characters, without NUL")
-    check_version(cmd.expected_version)
-
-
-def check_version(expected: int | None) -> None:
-    # Versions start at 1: a negative one is malformed (as REST says), not a stale one.
-    if expected is not None and expected < 0:
-        raise bad_input("expectedVersion must be a non-negative integer")
 
 
 def _decide(
@@ -129,11 +113,12 @@ def _decide(
 
 
 async def change_stages(
-    uow: UnitOfWork, commands: Sequence[ChangeStage], clock: Clock = utcnow
+    repo: LifecycleRepository, commands: Sequence[ChangeStage], clock: Clock = utcnow
 ) -> list[ChangeResult | DomainError]:
     """Apply commands of one tenant and actor in order; each succeeds or fails on its own.
 
-    Everything that succeeded commits together, with its history, counts and outbox rows.
+    Everything that succeeded is written through `repo` (history, counts, outbox rows,
+    idempotency records) for the caller's one commit.
     """
     if not commands:
         return []
@@ -143,47 +128,33 @@ async def change_stages(
     if any(c.tenant_id != tenant_id or c.actor != actor for c in commands):
         raise ValueError("one unit of work serves one tenant and one actor")
     outcomes: list[ChangeResult | DomainError] = []
-    async with uow:
-        config = await uow.lifecycle.stage_config(tenant_id, for_write=True)
-        states = await uow.lifecycle.lock_customers(
-            tenant_id, sorted({c.customer_id for c in commands})
-        )
-        keys = sorted({c.idempotency_key for c in commands if c.idempotency_key is not None})
-        stored = await uow.lifecycle.find_idempotent(tenant_id, actor, keys) if keys else {}
-        now = clock()
-        transitions: list[Transition] = []
-        remembered: list[IdempotencyRecord] = []
-        for cmd in commands:
-            try:
-                result, transition = _decide(cmd, config, states, stored, now)
-            except DomainError as err:
-                outcomes.append(err)
-                continue
-            if result.replayed:
-                outcomes.append(result)
-                continue
-            if transition is not None:
-                transitions.append(transition)
-            if cmd.idempotency_key is not None:
-                stored[cmd.idempotency_key] = StoredResult(cmd.fingerprint(), result)
-                remembered.append(
-                    IdempotencyRecord(actor, cmd.idempotency_key, cmd.fingerprint(), result)
-                )
+    config = await repo.stage_config(tenant_id, for_write=True)
+    states = await repo.lock_customers(tenant_id, sorted({c.customer_id for c in commands}))
+    keys = sorted({c.idempotency_key for c in commands if c.idempotency_key is not None})
+    stored = await repo.find_idempotent(tenant_id, actor, keys) if keys else {}
+    now = clock()
+    transitions: list[Transition] = []
+    remembered: list[IdempotencyRecord] = []
+    for cmd in commands:
+        try:
+            result, transition = _decide(cmd, config, states, stored, now)
+        except DomainError as err:
+            outcomes.append(err)
+            continue
+        if result.replayed:
             outcomes.append(result)
-        if transitions or remembered:
-            await uow.lifecycle.record(tenant_id, transitions, remembered)
-            await uow.commit()
+            continue
+        if transition is not None:
+            transitions.append(transition)
+        if cmd.idempotency_key is not None:
+            stored[cmd.idempotency_key] = StoredResult(cmd.fingerprint(), result)
+            remembered.append(
+                IdempotencyRecord(actor, cmd.idempotency_key, cmd.fingerprint(), result)
+            )
+        outcomes.append(result)
+    if transitions or remembered:
+        await repo.record(tenant_id, transitions, remembered)
     return outcomes
-
-
-async def change_stage(
-    uow: UnitOfWork, command: ChangeStage, clock: Clock = utcnow
-) -> ChangeResult:
-    """One change; raises the DomainError that `change_stages` would report."""
-    (outcome,) = await change_stages(uow, [command], clock)
-    if isinstance(outcome, DomainError):
-        raise outcome
-    return outcome
 
 
 def start_lifecycle(
@@ -205,48 +176,36 @@ def start_lifecycle(
     )
 
 
-__all__ = [
-    "MAX_BULK",
-    "change_stage",
-    "change_stages",
-    "check_stage_rules",
-    "configure_stages",
-    "start_lifecycle",
-]
-
-
 async def configure_stages(
-    uow: UnitOfWork,
+    repo: LifecycleRepository,
     tenant_id: str,
     actor: str,
     proposal: ConfigProposal,
     expected_version: int | None = None,
     clock: Clock = utcnow,
 ) -> StageConfig:
-    """Save a validated configuration as the tenant's next version.
+    """Write a validated configuration as the tenant's next version.
 
     Holds the tenant's configuration lock alone, so no stage change runs meanwhile and the
-    check that no customer sits in a removed stage stays true until commit.
+    check that no customer sits in a removed stage stays true until the caller's commit.
     """
     check_version(expected_version)
-    async with uow:
-        await uow.lifecycle.lock_config(tenant_id)
-        current = await uow.lifecycle.stage_config(tenant_id)
-        if expected_version is not None and expected_version != current.version:
-            raise conflict(
-                f"Expected configuration version {expected_version}, it is at {current.version}",
-                current_version=current.version,
-            )
-        proposed = proposal.build()
-        populated = await uow.lifecycle.stage_populations(tenant_id)
-        removed = sorted(s for s, n in populated.items() if n > 0 and s not in proposed.stages)
-        if removed:
-            raise bad_input(
-                f"Stages still hold customers and cannot be removed: {removed}",
-                Reason.INVALID_CONFIG,
-                stages=removed,
-            )
-        saved = replace(proposed, version=current.version + 1, updated_at=clock(), updated_by=actor)
-        await uow.lifecycle.save_config(tenant_id, saved)
-        await uow.commit()
+    await repo.lock_config(tenant_id)
+    current = await repo.stage_config(tenant_id)
+    if expected_version is not None and expected_version != current.version:
+        raise conflict(
+            f"Expected configuration version {expected_version}, it is at {current.version}",
+            current_version=current.version,
+        )
+    proposed = proposal.build()
+    populated = await repo.stage_populations(tenant_id)
+    removed = sorted(s for s, n in populated.items() if n > 0 and s not in proposed.stages)
+    if removed:
+        raise bad_input(
+            f"Stages still hold customers and cannot be removed: {removed}",
+            Reason.INVALID_CONFIG,
+            stages=removed,
+        )
+    saved = replace(proposed, version=current.version + 1, updated_at=clock(), updated_by=actor)
+    await repo.save_config(tenant_id, saved)
     return saved

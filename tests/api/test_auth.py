@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from tests.conftest import AUDIENCE, ISSUER, SECRET, make_token
+from tests.helpers import DEFAULT_STAGES
+from tests.helpers import new_tenant as other_tenant
 
 BEARER_INVALID = 'Bearer error="invalid_token"'
-DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
 ROLES = ["ROLE_CUSTOMER_VIEWER", "ROLE_ACCOUNT_MANAGER", "ROLE_TENANT_ADMIN", "ROLE_SUPER_ADMIN"]
 # The table of CONTRACT section 2, written out here rather than imported from the code.
 PERMISSIONS = {
@@ -45,10 +46,6 @@ LIFECYCLE = "query($id: ID!) { customer(id: $id) { lifecycle { stage version } }
 
 def url(customer_id: Any) -> str:
     return f"/api/v1/customers/{customer_id}/lifecycle"
-
-
-def other_tenant() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def b64(data: dict[str, Any] | bytes) -> str:

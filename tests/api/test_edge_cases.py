@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from customer360.app import create_app
-from customer360.data.uow import SqlUnitOfWork
-from customer360.events.handlers import EventRejected, handle_event
-from tests.conftest import created_event, run_server
+from customer360.usecases import EventRejected
+from tests.conftest import run_server
+from tests.helpers import apply_event, created_event
 
 
 async def test_one_idempotency_key_on_two_customers_at_once_applies_only_one(
@@ -33,7 +33,7 @@ async def test_one_idempotency_key_on_two_customers_at_once_applies_only_one(
 async def test_two_creations_of_one_customer_at_once_make_one_lifecycle(engine, tenant) -> None:
     cid = uuid.uuid4()
     events = [created_event(tenant, cid, name=f"Name {i}") for i in range(4)]
-    await asyncio.gather(*(handle_event(SqlUnitOfWork(engine), e) for e in events))
+    await asyncio.gather(*(apply_event(engine, e) for e in events))
     from sqlalchemy import text
 
     async with engine.connect() as c:
@@ -49,14 +49,14 @@ async def test_an_event_without_time_is_rejected(engine, tenant) -> None:
     ev = created_event(tenant)
     del ev["time"]
     with pytest.raises(EventRejected, match="time"):
-        await handle_event(SqlUnitOfWork(engine), ev)
+        await apply_event(engine, ev)
 
 
 async def test_oversized_event_attributes_are_rejected(engine, tenant) -> None:
     ev = created_event(tenant)
     ev["id"] = "x" * 20_000
     with pytest.raises(EventRejected, match="id"):
-        await handle_event(SqlUnitOfWork(engine), ev)
+        await apply_event(engine, ev)
 
 
 def _forge(cursor: str, keys: list) -> str:  # type: ignore[type-arg]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tests.helpers import DEFAULT_STAGES, error_of
+
 CONFIG_FIELDS = """
 stages requiredReasonCodes initialStage version updatedAt updatedBy
 transitions { from to }
@@ -49,14 +51,6 @@ B2C = {
     ],
     "eventRules": [],
 }
-
-DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
-
-
-def error_of(body: dict[str, Any]) -> dict[str, Any]:
-    assert body.get("errors"), body
-    ext: dict[str, Any] = body["errors"][0].get("extensions") or {}
-    return ext
 
 
 def admin(api: Any) -> Any:

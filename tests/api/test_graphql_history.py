@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from customer360.auth.ratelimit import Unlimited
+from customer360.lifecycle import DomainError
+from customer360.usecases import UseCases
+from tests.helpers import command, created_event, error_of, move, ts
 
 HISTORY = """
 query($id: ID!, $first: Int, $after: String) {
@@ -36,25 +41,6 @@ query($id: ID!) {
 STAGE_AT = """
 query($id: ID!, $at: DateTime!) { customer(id: $id) { stageAt(asOf: $at) } }
 """
-
-
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def error_of(body: dict[str, Any]) -> dict[str, Any]:
-    assert body.get("errors"), body
-    ext: dict[str, Any] = body["errors"][0].get("extensions") or {}
-    return ext
-
-
-async def move(api: Any, cid: uuid.UUID, stage: str, reason: str | None = None) -> None:
-    """Set up a stage through the REST shim (the GraphQL mutation is tested on its own)."""
-    body: dict[str, Any] = {"stage": stage}
-    if reason is not None:
-        body["reason_code"] = reason
-    resp = await api.patch(cid, body)
-    assert resp.status_code == 200, resp.text
 
 
 async def with_history(api: Any, make_customer: Any) -> uuid.UUID:
@@ -149,29 +135,50 @@ async def test_history_needs_view_history(api, make_customer):
     assert error_of(body)["code"] == "FORBIDDEN"
 
 
-async def test_stage_durations(api, make_customer):
-    # given a customer that was in Active twice and is there now
-    cid = await with_history(api, make_customer)
+async def test_stage_durations(api, engine):
+    # given a customer whose stays lasted known times: Prospect 100 s, Onboarded 200 s,
+    # Active 300 s, At-Risk 400 s, and Active again since then (written with a fixed clock)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    times = iter(t0 + timedelta(seconds=s) for s in (0, 100, 300, 600, 1000))
+    usecases = UseCases(engine, limiter=Unlimited(), clock=lambda: next(times))
+    created = created_event(api.tenant)
+    await usecases.apply_event(created)
+    cid = uuid.UUID(created["data"]["customer_id"])
+    for stage, reason in (
+        ("Onboarded", None),
+        ("Active", None),
+        ("At-Risk", "Low"),
+        ("Active", None),
+    ):
+        (outcome,) = (
+            await usecases.update_stages([command(api.tenant, cid, stage, reason_code=reason)])
+        ).outcomes
+        assert not isinstance(outcome, DomainError), outcome
+    # when its stage durations are read
     body = await api.gql(DURATIONS, {"id": str(cid)})
     assert "errors" not in body, body
     durations = {d["stage"]: d for d in body["data"]["customer"]["stageDurations"]}
     # then one entry per stage ever visited, with entry counts
-    assert set(durations) == {"Prospect", "Onboarded", "Active", "At-Risk"}
     assert {s: d["entries"] for s, d in durations.items()} == {
         "Prospect": 1,
         "Onboarded": 1,
         "Active": 2,
         "At-Risk": 1,
     }
+    # and the time spent in each, the current stay counted until now
+    seconds = {s: d["totalSeconds"] for s, d in durations.items()}
+    assert {s: seconds[s] for s in ("Prospect", "Onboarded", "At-Risk")} == {
+        "Prospect": 100,
+        "Onboarded": 200,
+        "At-Risk": 400,
+    }
+    since = (datetime.now(UTC) - (t0 + timedelta(seconds=1000))).total_seconds()
+    assert 300 + since - 5 <= seconds["Active"] <= 300 + since
     # and only the current stage has no exit yet
     assert durations["Active"]["lastExitedAt"] is None
-    for stage in ("Prospect", "Onboarded", "At-Risk"):
-        d = durations[stage]
-        assert d["lastExitedAt"] is not None
-        assert ts(d["lastExitedAt"]) >= ts(d["lastEnteredAt"])
-    active = durations["Active"]
-    assert ts(active["lastEnteredAt"]) > ts(active["firstEnteredAt"])
-    assert all(d["totalSeconds"] >= 0 for d in durations.values())
+    assert ts(durations["Active"]["firstEnteredAt"]) == t0 + timedelta(seconds=300)
+    assert ts(durations["Active"]["lastEnteredAt"]) == t0 + timedelta(seconds=1000)
+    assert ts(durations["At-Risk"]["lastExitedAt"]) == t0 + timedelta(seconds=1000)
 
 
 async def test_stage_at_follows_history(api, make_customer):

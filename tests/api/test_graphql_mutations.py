@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
-DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
+from tests.helpers import DEFAULT_STAGES, error_of, ts
 
 TRANSITION = "id customerId fromStage toStage changedAt changedBy reasonCode source"
 
@@ -47,16 +46,6 @@ query($id: ID!) {
   }
 }
 """
-
-
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def error_of(body: dict[str, Any]) -> dict[str, Any]:
-    assert body.get("errors"), body
-    ext: dict[str, Any] = body["errors"][0].get("extensions") or {}
-    return ext
 
 
 async def state(api: Any, cid: uuid.UUID) -> dict[str, Any]:

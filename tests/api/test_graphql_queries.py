@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
-DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
+from tests.helpers import DEFAULT_STAGES, error_of, move, ts
 
 CUSTOMER = """
 query($id: ID!) {
@@ -35,26 +34,6 @@ query($filter: CustomerFilter, $orderBy: CustomerOrder, $first: Int, $after: Str
 """
 
 SUMMARY = "{ lifecycleSummary { total generatedAt stages { stage count } } }"
-
-
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def error_of(body: dict[str, Any]) -> dict[str, Any]:
-    assert body.get("errors"), body
-    ext: dict[str, Any] = body["errors"][0].get("extensions") or {}
-    return ext
-
-
-async def move(api: Any, cid: uuid.UUID, stage: str, reason: str | None = None) -> None:
-    """Set up a stage through the REST shim (the GraphQL mutation is tested on its own)."""
-    body: dict[str, Any] = {"stage": stage}
-    if reason is not None:
-        body["reason_code"] = reason
-    resp = await api.patch(cid, body)
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["stage"] == stage
 
 
 async def list_customers(api: Any, **variables: Any) -> dict[str, Any]:

@@ -14,17 +14,14 @@ import httpx
 import pytest
 
 from tests.conftest import make_token
+from tests.helpers import DEFAULT_STAGES, move
+from tests.helpers import new_tenant as other_tenant
 
 BEARER_INVALID = 'Bearer error="invalid_token"'
-DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
 
 
 def url(customer_id: Any) -> str:
     return f"/api/v1/customers/{customer_id}/lifecycle"
-
-
-def other_tenant() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 async def send(
@@ -72,13 +69,6 @@ async def configure(api: Any, **config: Any) -> None:
         admin.headers(),
     )
     assert "errors" not in body, body
-
-
-async def move(api: Any, customer_id: Any, stage: str, reason: str | None = None) -> int:
-    resp = await api.patch(customer_id, {"stage": stage, "reason_code": reason})
-    assert resp.status_code == 200, resp.text
-    version: int = resp.json()["version"]
-    return version
 
 
 # --- 200 -------------------------------------------------------------------------------------
@@ -146,15 +136,13 @@ async def test_move_to_current_stage_is_a_noop(api, make_customer):
 
 
 async def test_a_noop_after_a_profile_change_answers_the_lifecycle_time(api, make_customer, engine):
-    from customer360.data.uow import SqlUnitOfWork
-    from customer360.events.handlers import handle_event
-    from tests.conftest import event
+    from tests.helpers import apply_event, event
 
     # given a customer whose profile changed after its last lifecycle change
     cid = await make_customer()
     before = await status(api, cid)
     profile = event("customer.updated", api.tenant, {"customer_id": str(cid), "tier": "ENTERPRISE"})
-    assert (await handle_event(SqlUnitOfWork(engine), profile)).value == "applied"
+    assert (await apply_event(engine, profile)).value == "applied"
     # when it is moved to the stage it is in
     resp = await api.patch(cid, {"stage": before["stage"]})
     # then the answer carries the lifecycle's time, as GET does, not the profile's

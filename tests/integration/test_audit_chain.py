@@ -12,12 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.audit import verify
-from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, Source, change_stage
-
-
-def move(tenant: str, cid: uuid.UUID, stage: str) -> ChangeStage:
-    return ChangeStage(tenant, cid, stage, "user-1", Source.UI)
+from tests.helpers import change
+from tests.helpers import command as move
 
 
 async def chain(engine: AsyncEngine, tenant: str) -> list:  # type: ignore[type-arg]
@@ -39,7 +35,7 @@ async def busy_tenant(engine: AsyncEngine, make_customer, tenant: str, n: int = 
 
     async def walk(cid: uuid.UUID) -> None:
         for stage in stages:
-            await change_stage(SqlUnitOfWork(engine), move(tenant, cid, stage))
+            await change(engine, move(tenant, cid, stage))
 
     await asyncio.gather(*(walk(c) for c in ids))
 
@@ -135,7 +131,7 @@ async def test_the_chain_head_travels_in_each_audit_event(
     engine: AsyncEngine, make_customer, fresh_tenant: str
 ) -> None:
     cid = await make_customer(fresh_tenant)
-    await change_stage(SqlUnitOfWork(engine), move(fresh_tenant, cid, "Onboarded"))
+    await change(engine, move(fresh_tenant, cid, "Onboarded"))
     async with engine.connect() as c:
         pairs = list(
             await c.execute(

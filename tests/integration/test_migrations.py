@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -68,3 +69,25 @@ async def test_history_from_before_the_chain_is_chained_and_verifies(blank_url: 
         assert (await verify(engine)).broken == []
     finally:
         await engine.dispose()
+
+
+async def test_the_models_alembic_reads_match_what_the_migrations_build(database_url: str) -> None:
+    # given the session's database, migrated to head
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from customer360.data.models import metadata
+
+    def differences(conn: Any) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    # when Alembic compares data/models.py with it, as autogenerate would
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(differences)
+    finally:
+        await engine.dispose()
+    # then it finds nothing to generate
+    assert diff == []

@@ -10,11 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ChangeStage, DomainError, Source, change_stage, change_stages
-
-
-def cmd(tenant: str, cid: uuid.UUID, stage: str, **kw: object) -> ChangeStage:
-    return ChangeStage(tenant, cid, stage, "user-1", Source.UI, **kw)  # type: ignore[arg-type]
+from customer360.lifecycle import DomainError
+from tests.helpers import change, use_cases
+from tests.helpers import command as cmd
 
 
 async def history(engine: AsyncEngine, tenant: str, cid: uuid.UUID) -> list:  # type: ignore[type-arg]
@@ -53,9 +51,7 @@ async def test_50_concurrent_updates_with_one_expected_version_let_exactly_one_w
 
     async def attempt(stage: str) -> object:
         try:
-            return await change_stage(
-                SqlUnitOfWork(engine), cmd(tenant, cid, stage, expected_version=1)
-            )
+            return await change(engine, cmd(tenant, cid, stage, expected_version=1))
         except DomainError as err:
             return err
 
@@ -77,7 +73,7 @@ async def test_200_concurrent_unconditional_updates_all_land_in_an_unbroken_chai
     # that no change is lost: every real move is one history row, one version, one link.
     stages = ["Onboarded", "Active"] * 100
     outcomes = await asyncio.gather(
-        *(change_stage(SqlUnitOfWork(engine), cmd(tenant, cid, s)) for s in stages),
+        *(change(engine, cmd(tenant, cid, s)) for s in stages),
         return_exceptions=True,
     )
     moved = [o for o in outcomes if not isinstance(o, BaseException) and o.transition]
@@ -97,14 +93,14 @@ async def test_every_change_writes_history_counts_and_an_outbox_row_in_one_trans
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     cids = [await make_customer() for _ in range(3)]
-    out = await change_stages(
-        SqlUnitOfWork(engine),
+    updated = await use_cases(engine).update_stages(
         [
             cmd(tenant, cids[0], "Active"),
             cmd(tenant, cids[1], "Churned"),  # no reason: refused
             cmd(tenant, cids[2], "At-Risk", reason_code="Low Engagement"),
         ],
     )
+    out = updated.outcomes
     assert isinstance(out[1], DomainError)
     async with engine.connect() as c:
         counts = dict(
@@ -175,16 +171,12 @@ async def test_stage_counts_never_deadlock_on_opposite_moves(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     a, b = await make_customer(), await make_customer()
-    await change_stage(SqlUnitOfWork(engine), cmd(tenant, b, "Active"))
+    await change(engine, cmd(tenant, b, "Active"))
     # a: Prospect -> Active, b: Active -> Prospect, many times at once
     jobs = []
     for i in range(30):
-        jobs.append(
-            change_stage(SqlUnitOfWork(engine), cmd(tenant, a, ["Active", "Prospect"][i % 2]))
-        )
-        jobs.append(
-            change_stage(SqlUnitOfWork(engine), cmd(tenant, b, ["Prospect", "Active"][i % 2]))
-        )
+        jobs.append(change(engine, cmd(tenant, a, ["Active", "Prospect"][i % 2])))
+        jobs.append(change(engine, cmd(tenant, b, ["Prospect", "Active"][i % 2])))
     await asyncio.wait_for(asyncio.gather(*jobs), timeout=30)
     async with engine.connect() as c:
         counts = dict(

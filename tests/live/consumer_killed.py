@@ -16,6 +16,7 @@ from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.events.consumer import EventConsumer
+from customer360.usecases import UseCases
 
 CRASHED = 9
 
@@ -28,9 +29,8 @@ async def main(bootstrap: str, database_url: str, data_key: str, group: str, ten
     engine = make_engine(database_url, keys=TenantKeys(Keyring.parse(data_key)))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
-    consumer = EventConsumer(
-        bootstrap, engine, producer, group_id=group, on_commit=die_after_commit
-    )
+    usecases = UseCases(engine, on_commit=die_after_commit)
+    consumer = EventConsumer(bootstrap, usecases, producer, group_id=group)
     await asyncio.wait_for(consumer.run(), 90)
 
 

@@ -11,10 +11,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from customer360.app import create_app
-from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import free_port
-from customer360.events.handlers import handle_event
-from tests.conftest import Api, created_event, event, run_server
+from tests.conftest import Api, run_server
+from tests.helpers import apply_event, created_event, event
 from tests.live.test_live import settled
 
 CUSTOMER = (
@@ -56,8 +55,8 @@ async def test_reads_are_served_from_the_cache_until_the_outbox_says_otherwise(
         await c.execute(text("UPDATE customers SET name='Sneaky' WHERE id=:c"), {"c": cid})
     assert (await api.gql(CUSTOMER, {"id": str(cid)}))["data"]["customer"]["name"] == "Cached Name"
     # a real change (an event through the one path) invalidates it everywhere
-    await handle_event(
-        SqlUnitOfWork(engine),
+    await apply_event(
+        engine,
         event("customer.updated", api.tenant, {"customer_id": str(cid), "name": "Renamed"}),
     )
     await settled(engine, api.tenant)
@@ -86,8 +85,8 @@ async def test_another_gateway_process_catches_up_within_a_second(
 async def test_the_cache_never_crosses_tenants(api, engine) -> None:
     cid = uuid.uuid4()
     other = api.as_("ROLE_ACCOUNT_MANAGER", tenant=f"b-{api.tenant}")
-    await handle_event(SqlUnitOfWork(engine), created_event(api.tenant, cid, name="Mine"))
-    await handle_event(SqlUnitOfWork(engine), created_event(other.tenant, cid, name="Theirs"))
+    await apply_event(engine, created_event(api.tenant, cid, name="Mine"))
+    await apply_event(engine, created_event(other.tenant, cid, name="Theirs"))
     for _ in range(2):  # second round from cache
         mine = await api.gql(CUSTOMER, {"id": str(cid)})
         theirs = await other.gql(CUSTOMER, {"id": str(cid)})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,15 +20,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from customer360.app import create_app
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
-from customer360.data.uow import SqlUnitOfWork
 from customer360.devstack import embedded_kafka, embedded_redis, free_port
 from customer360.events.consumer import EventConsumer
-from customer360.events.handlers import handle_event
 from customer360.events.hub import QUEUE_SIZE, Subscriber
 from customer360.events.ownership import Ownership
-from customer360.lifecycle import ChangeStage, Source, change_stage
+from customer360.lifecycle import ChangeStage, Source
 from customer360.settings import Settings
-from tests.conftest import Api, created_event, event, run_server, scratch_database
+from tests.conftest import Api, run_server, scratch_database
+from tests.helpers import (
+    apply_event,
+    change,
+    created_event,
+    read_topic,
+    renewed_event,
+    use_cases,
+)
 from tests.live.test_live import SUB, wait_for
 from tests.live.wsclient import connect
 
@@ -84,7 +89,7 @@ async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_retu
         customers = []
         for _ in range(3):
             ev = created_event(api.tenant)
-            await handle_event(SqlUnitOfWork(engine), ev)
+            await apply_event(engine, ev)
             customers.append(ev["data"]["customer_id"])
         for cid in customers:
             for stage in ("Onboarded", "Active"):
@@ -95,25 +100,13 @@ async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_retu
         # when Kafka comes back, everything committed is published, in order per customer
         with embedded_kafka(port) as bootstrap:
             await wait_for(lambda: _none_pending(engine), 60)
-            audit = AIOKafkaConsumer(
-                "audit.lifecycle.updated",
-                bootstrap_servers=bootstrap,
-                auto_offset_reset="earliest",
-                group_id=None,
+            records = await read_topic(
+                bootstrap, "audit.lifecycle.updated", lambda rs: len(rs) >= 9
             )
-            await audit.start()
-            seen: dict[str, list[int]] = {}
-            try:
-                deadline = time.monotonic() + 20
-                while sum(map(len, seen.values())) < 9 and time.monotonic() < deadline:
-                    for records in (await audit.getmany(timeout_ms=500)).values():
-                        for r in records:
-                            doc = json.loads(r.value)
-                            seen.setdefault(doc["data"]["customer_id"], []).append(
-                                doc["data"]["version"]
-                            )
-            finally:
-                await audit.stop()
+    seen: dict[str, list[int]] = {}
+    for r in records:
+        doc = json.loads(r.value)
+        seen.setdefault(doc["data"]["customer_id"], []).append(doc["data"]["version"])
     assert seen == {cid: [1, 2, 3] for cid in customers}
 
 
@@ -137,7 +130,7 @@ async def test_a_subscriber_misses_nothing_when_redis_restarts(
         ):
             api = Api(http, f"t-{uuid.uuid4().hex[:8]}")
             ev = created_event(api.tenant)
-            await handle_event(SqlUnitOfWork(engine), ev)
+            await apply_event(engine, ev)
             cid = ev["data"]["customer_id"]
             await wait_for(lambda: _redis_done(engine), 10)
             async with connect(url, {"Authorization": f"Bearer {api.token}"}) as ws:
@@ -152,8 +145,8 @@ async def test_a_subscriber_misses_nothing_when_redis_restarts(
                 assert refused.status_code == 429 and refused.headers["Retry-After"]
                 assert refused.json()["error"]["code"] == "RATE_LIMITED"
                 for stage in ("Active", "Onboarded"):
-                    await change_stage(
-                        SqlUnitOfWork(engine),
+                    await change(
+                        engine,
                         ChangeStage(
                             api.tenant, uuid.UUID(cid), stage, "crm", Source.EVENT_LISTENER
                         ),
@@ -181,18 +174,14 @@ async def test_a_redelivered_event_changes_nothing_twice(
     # the consumer crashed after the transaction committed and before the offset commit:
     # Kafka delivers the same record again
     cid = await make_customer()
-    ev = event(
-        "contract.renewed",
-        tenant,
-        {"customer_id": str(cid), "contract_id": "K", "renewed_at": "2025-07-28T12:00:00Z"},
-    )
+    ev = renewed_event(tenant, cid, renewed_at="2025-07-28T12:00:00Z")
     record = ConsumerRecord(
         "contract.renewed", 0, 42, 0, 0, None, json.dumps(ev).encode(), None, 0, 0, ()
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        consumer = EventConsumer(kafka_bootstrap, engine, producer)
+        consumer = EventConsumer(kafka_bootstrap, use_cases(engine), producer)
         assert await consumer.apply(record) == "applied"
         assert await consumer.apply(record) == "duplicate"
     finally:
@@ -249,16 +238,12 @@ async def test_the_sweep_forgets_only_what_every_configured_sink_published(
 async def test_an_out_of_range_time_is_rejected_not_retried(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
-    from customer360.events.handlers import EventRejected
+    from customer360.usecases import EventRejected
 
     cid = await make_customer()
-    ev = event(
-        "contract.renewed",
-        tenant,
-        {"customer_id": str(cid), "contract_id": "K", "renewed_at": "9999-12-31T23:59:59-01:00"},
-    )
+    ev = renewed_event(tenant, cid, renewed_at="9999-12-31T23:59:59-01:00")
     with pytest.raises(EventRejected, match="out of range"):
-        await handle_event(SqlUnitOfWork(engine), ev)
+        await apply_event(engine, ev)
 
 
 class _Seeks:
@@ -277,12 +262,10 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
 ) -> None:
     from aiokafka import TopicPartition
 
-    import customer360.events.consumer as consumer_module
+    class Broken:
+        async def apply_event(self, *_: object, **__: object) -> None:
+            raise RuntimeError("fails every time, whatever the database does")
 
-    async def broken(*_: object, **__: object) -> None:
-        raise RuntimeError("fails every time, whatever the database does")
-
-    monkeypatch.setattr(consumer_module, "handle_event", broken)
     marker = uuid.uuid4().hex
     record = ConsumerRecord(
         "customer.updated",
@@ -300,7 +283,7 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        consumer = EventConsumer(kafka_bootstrap, engine, producer)
+        consumer = EventConsumer(kafka_bootstrap, Broken(), producer)  # type: ignore[arg-type]
         consumer.retry_base = 0.001
         fake = _Seeks()
         own = Ownership(fake)  # type: ignore[arg-type]
@@ -310,21 +293,12 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
         await producer.stop()
     assert outcomes == [None, None, None, None, 8]  # retried four times, then moved on
     assert fake.seeks == [7, 7, 7, 7]
-    dlq = AIOKafkaConsumer(
+    records = await read_topic(
+        kafka_bootstrap,
         "customer.updated.dlq",
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
+        lambda rs: any(marker.encode() in r.value for r in rs),
     )
-    await dlq.start()
-    found = None
-    try:
-        deadline = time.monotonic() + 15
-        while found is None and time.monotonic() < deadline:
-            for records in (await dlq.getmany(timeout_ms=500)).values():
-                found = next((r for r in records if marker.encode() in r.value), found)
-    finally:
-        await dlq.stop()
+    found = next((r for r in records if marker.encode() in r.value), None)
     assert found is not None
     assert dict(found.headers)["dlq.error"].startswith(b"failed 5 times")
 
@@ -339,11 +313,7 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
     from tests.conftest import DATA_KEY
 
     cid = await make_customer()
-    renewal = event(
-        "contract.renewed",
-        tenant,
-        {"customer_id": str(cid), "contract_id": "K9", "renewed_at": "2025-08-01T00:00:00Z"},
-    )
+    renewal = renewed_event(tenant, cid, contract_id="K9", renewed_at="2025-08-01T00:00:00Z")
 
     def duplicates() -> float:
         labels = {"topic": "contract.renewed", "outcome": "duplicate"}
@@ -373,7 +343,7 @@ async def test_a_consumer_killed_between_commit_and_offset_commit_changes_nothin
             # then the group's next consumer gets the record again (no offset was committed)
             # and recognises it: nothing changes twice
             before = duplicates()
-            again = EventConsumer(bootstrap, engine, producer)
+            again = EventConsumer(bootstrap, use_cases(engine), producer)
             task = asyncio.create_task(again.run())
             try:
 
@@ -446,7 +416,7 @@ async def test_a_rebalance_mid_batch_hands_partitions_over_where_the_member_stop
         try:
             # when a second member joins the group while the first is applying a batch
             for _ in range(2):
-                members.append(_Counting(bootstrap, engine, producer, group_id=group))
+                members.append(_Counting(bootstrap, use_cases(engine), producer, group_id=group))
                 tasks.append(asyncio.create_task(members[-1].run()))
                 await wait_for(lambda: at_least(30 * len(members)), timeout=60)
             await wait_for(lambda: at_least(total), timeout=90)
@@ -482,7 +452,7 @@ async def test_a_member_stopped_mid_batch_commits_exactly_what_it_applied(
         producer = await _fill(bootstrap, tenant, 240)
         try:
             # when the member applying them is stopped in the middle of a batch
-            member = _Counting(bootstrap, engine, producer, group_id=group)
+            member = _Counting(bootstrap, use_cases(engine), producer, group_id=group)
             task = asyncio.create_task(member.run())
 
             async def some() -> bool:

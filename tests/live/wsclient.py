@@ -1,5 +1,5 @@
-"""A minimal graphql-transport-ws client on `websockets`, for tests that need to see frames
-and close codes (the Node reference client is exercised in test_reference_client.py)."""
+"""A minimal graphql-transport-ws client on `websockets`, for tests that need to see every
+frame and close code, which a full client library handles out of sight."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
-"""`change_stages` against an in-memory fake of its ports: the decision logic alone."""
+"""`change_stages` against an in-memory fake of its ports: the decision logic alone.
+
+The domain writes through its repository and never commits; here a fake unit of work plays
+the use case's part (commit once, only when something was written)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -21,9 +24,8 @@ from customer360.lifecycle import (
     Source,
     StageConfig,
     Transition,
-    change_stage,
-    change_stages,
 )
+from customer360.lifecycle import change_stages as decide
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -59,6 +61,7 @@ class FakeRepo:
         idempotency: Sequence[IdempotencyRecord],
     ) -> None:
         self.pending = (list(transitions), list(idempotency))
+        self.written = True
 
 
 class FakeUow:
@@ -68,6 +71,7 @@ class FakeUow:
 
     async def __aenter__(self) -> Self:
         self.lifecycle.pending = ([], [])
+        self.lifecycle.written = False
         return self
 
     async def __aexit__(
@@ -89,6 +93,25 @@ class FakeUow:
         for k in keys:
             self.lifecycle.keys[(k.actor, k.key)] = StoredResult(k.fingerprint, k.result)
         self.commits += 1
+
+
+async def change_stages(
+    uow: FakeUow, commands: Sequence[ChangeStage], clock: Callable[[], datetime]
+) -> list[ChangeResult | DomainError]:
+    async with uow:
+        outcomes = await decide(uow.lifecycle, commands, clock)
+        if uow.lifecycle.written:
+            await uow.commit()
+    return outcomes
+
+
+async def change_stage(
+    uow: FakeUow, command: ChangeStage, clock: Callable[[], datetime]
+) -> ChangeResult:
+    (outcome,) = await change_stages(uow, [command], clock)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
 @pytest.fixture

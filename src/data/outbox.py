@@ -1,0 +1,19 @@
+"""The transactional outbox: the rows a write inserts in its own transaction for everything
+that must follow it after commit (audit events, cache invalidation), and the channel whose
+NOTIFY wakes the relays at that commit. Every statement that writes the outbox takes its SQL
+from here, as one step of its own single round trip."""
+
+from __future__ import annotations
+
+# LISTENed to by the relays (events/relay.py); a NOTIFY is transactional, sent at commit, and
+# repeats within one transaction fold into one.
+NOTIFY_CHANNEL = "c360_outbox"
+WAKE = f"pg_notify('{NOTIFY_CHANNEL}', '')"
+
+# A row for the caches only (a profile changed): relayed to Redis, not an audit event.
+CACHE_TOPIC = "c360.cache.customer"
+
+INSERT = "INSERT INTO outbox (tenant_id, topic, key, payload)"
+# An audit event's row, linked to the history row it announces (its replay seq and chain
+# head are set from that row at commit, migration 0006).
+INSERT_LINKED = "INSERT INTO outbox (tenant_id, topic, key, payload, history_id)"

@@ -1,0 +1,168 @@
+"""The application's use cases: the one way GraphQL, REST, the Kafka consumers and the CLI
+change anything.
+
+Each use case opens one unit of work, hands it to the domain (or to the event handlers),
+and commits once, only when something was written; the domain never commits. Entry points
+translate their input into a command, and the outcome back into their transport.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
+from customer360.data import privacy
+from customer360.data.keys import TenantErased, keys_of
+from customer360.data.uow import CommitHook, SqlUnitOfWork
+from customer360.events.handlers import EventRejected, Outcome, handle, parse_event
+from customer360.lifecycle import (
+    ChangeResult,
+    ChangeStage,
+    Code,
+    ConfigProposal,
+    DomainError,
+    StageConfig,
+    change_stages,
+    configure_stages,
+    utcnow,
+)
+from customer360.lifecycle.service import Clock
+from customer360.observability import REJECTED
+
+__all__ = ["EventRejected", "Limiter", "Outcome", "Updated", "UseCases"]
+
+
+class Limiter(Protocol):
+    """A principal's hourly budget of stage changes (auth.ratelimit)."""
+
+    async def reserve(self, tenant: str, subject: str, n: int) -> Reservation: ...
+
+    async def release(self, tenant: str, subject: str, ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """One outcome per command, in order; when some were refused for the budget,
+    `retry_after` says in how many seconds a slot frees."""
+
+    outcomes: list[ChangeResult | DomainError]
+    retry_after: int = 0
+
+
+class UseCases:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        limiter: Limiter | None = None,
+        on_commit: CommitHook | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._limiter = limiter
+        self._on_commit = on_commit
+        self._clock = clock
+
+    def _uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine, on_commit=self._on_commit)
+
+    async def update_stages(self, commands: Sequence[ChangeStage]) -> Updated:
+        """One principal's stage changes, under its hourly budget.
+
+        Commands past the budget may only replay (their idempotency key's first result);
+        slots of what was refused or replayed are handed back, so only accepted changes count.
+        """
+        if not commands:
+            return Updated([])
+        if self._limiter is None:
+            raise RuntimeError("stage changes need a rate limiter")
+        tenant, actor = commands[0].tenant_id, commands[0].actor
+        reservation = await self._limiter.reserve(tenant, actor, len(commands))
+        granted = len(reservation.ids)
+        runs = [c if i < granted else replace(c, replay_only=True) for i, c in enumerate(commands)]
+        try:
+            async with self._uow() as uow:
+                outcomes = await change_stages(uow.lifecycle, runs, self._clock)
+                if uow.lifecycle.written:
+                    await uow.commit()
+        except BaseException:
+            await self._limiter.release(tenant, actor, reservation.ids)
+            raise
+        unused = [
+            rid
+            for rid, outcome in zip(reservation.ids, outcomes, strict=False)
+            if isinstance(outcome, DomainError) or outcome.replayed
+        ]
+        await self._limiter.release(tenant, actor, unused)
+        refused = sum(isinstance(o, DomainError) and o.code is Code.RATE_LIMITED for o in outcomes)
+        if refused:
+            reason = RATE_LIMIT_UNAVAILABLE if reservation.unavailable else RATE_LIMITED
+            REJECTED.labels(reason).inc(refused)
+        return Updated(outcomes, reservation.retry_after)
+
+    async def configure_stages(
+        self,
+        tenant_id: str,
+        actor: str,
+        proposal: ConfigProposal,
+        expected_version: int | None = None,
+    ) -> StageConfig:
+        """Save a tenant's stage configuration as its next version; raises DomainError."""
+        async with self._uow() as uow:
+            saved = await configure_stages(
+                uow.lifecycle, tenant_id, actor, proposal, expected_version, self._clock
+            )
+            await uow.commit()
+        return saved
+
+    async def apply_event(
+        self, event: bytes | str | Mapping[str, Any], *, topic: str | None = None
+    ) -> Outcome:
+        """One CloudEvent (JSON text, or already parsed), as the Kafka consumers and
+        `c360 ingest` receive it. Raises EventRejected, with the reason a dead letter or
+        `c360 ingest` reports, when it cannot be parsed or applied; nothing of it is kept."""
+        if isinstance(event, bytes | str):
+            try:
+                event = orjson.loads(event)
+            except orjson.JSONDecodeError as exc:
+                raise EventRejected(f"not JSON: {exc}") from None
+        if topic is not None and isinstance(event, Mapping) and event.get("type") != topic:
+            raise EventRejected(f"type {event.get('type')!r} does not match the topic")
+        parsed = parse_event(event)
+        try:
+            async with self._uow() as uow:
+                outcome = await handle(uow, parsed, self._clock())
+                if outcome is Outcome.APPLIED:
+                    await uow.commit()
+        except TenantErased as exc:
+            # An erased tenant's events are refused like any other bad event, never retried.
+            raise EventRejected(str(exc)) from None
+        except (DataError, IntegrityError) as exc:
+            # The database refused this event's values; its transaction rolled back.
+            raise EventRejected(f"not storable: {type(exc.orig).__name__}") from None
+        return outcome
+
+    async def erase(self, tenant_id: str, customer_id: uuid.UUID | None) -> int:
+        """Erase one customer's personal data, or a whole tenant's (its data key destroyed);
+        returns how many customers."""
+        async with self._uow() as uow:
+            n = await privacy.erase(uow.connection, tenant_id, customer_id)
+            await uow.commit()
+        keys_of(self._engine).forget(tenant_id)  # this process's copy of a destroyed key
+        return n
+
+    async def seal_plaintext(self) -> int:
+        """Seal personal data stored before encryption; one short transaction per batch, so
+        it runs online. Returns how many customers were sealed."""
+        return await privacy.seal_plaintext(self._engine)
+
+    async def rotate_keys(self) -> int:
+        """Re-wrap every tenant's data key with the primary master key, online."""
+        return await keys_of(self._engine).rotate(self._engine)

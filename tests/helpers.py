@@ -1,0 +1,158 @@
+"""What the tests share: builders of commands and events, the use cases on the test
+database, and small readers of API answers. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.auth.ratelimit import Unlimited
+from customer360.lifecycle import ChangeResult, ChangeStage, DomainError, Source
+from customer360.usecases import Outcome, UseCases
+
+# The contract's default configuration (section 5), as a client sees it.
+DEFAULT_STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def error_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The first GraphQL error's extensions (asserting there is an error)."""
+    assert body.get("errors"), body
+    ext: dict[str, Any] = body["errors"][0].get("extensions") or {}
+    return ext
+
+
+def new_tenant(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def move(api: Any, cid: Any, stage: str, reason: str | None = None) -> int:
+    """Set up a stage through the REST shim (each API's own writes are tested on their own);
+    returns the customer's version after it."""
+    body: dict[str, Any] = {"stage": stage}
+    if reason is not None:
+        body["reason_code"] = reason
+    resp = await api.patch(cid, body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["stage"] == stage
+    version: int = resp.json()["version"]
+    return version
+
+
+# --- the use cases, below the APIs -------------------------------------------------------
+
+
+def use_cases(engine: AsyncEngine) -> UseCases:
+    """The use cases on the owner's engine, outside any principal's hourly budget."""
+    return UseCases(engine, limiter=Unlimited())
+
+
+def command(tenant: str, cid: uuid.UUID, stage: str, **kw: Any) -> ChangeStage:
+    return ChangeStage(tenant, cid, stage, "user-1", Source.UI, **kw)
+
+
+async def change(engine: AsyncEngine, cmd: ChangeStage) -> ChangeResult:
+    """One stage change; raises its DomainError."""
+    (outcome,) = (await use_cases(engine).update_stages([cmd])).outcomes
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+async def apply_event(engine: AsyncEngine, ev: Any) -> Outcome:
+    return await use_cases(engine).apply_event(ev)
+
+
+# --- CloudEvents ---------------------------------------------------------------------------
+
+_seq = iter(range(10**9))
+
+
+def event(
+    type_: str,
+    tenant: str | None,
+    data: dict[str, Any],
+    *,
+    source: str = "crm",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id or uuid.uuid4().hex,
+        "source": source,
+        "type": type_,
+        "time": "2025-07-28T12:00:00Z",
+        "data": data,
+    }
+    if tenant is not None:
+        ev["tenantid"] = tenant
+    return ev
+
+
+def created_event(tenant: str, customer_id: uuid.UUID | None = None, **data: Any) -> dict[str, Any]:
+    cid = customer_id or uuid.uuid4()
+    payload = {
+        "customer_id": str(cid),
+        "name": f"Customer {next(_seq)}",
+        "email": f"c{uuid.uuid4().hex[:8]}@example.com",
+        "phone": "+1 555 0100",
+        "company_name": "Acme Corp",
+        "tier": "PRO",
+        "tags": ["vip"],
+        "assigned_to": "user-1",
+    }
+    payload.update(data)
+    return event("customer.created", tenant, payload)
+
+
+def renewed_event(
+    tenant: str,
+    customer_id: Any,
+    *,
+    contract_id: str = "K",
+    renewed_at: str = "2025-07-01T10:00:00Z",
+    **kw: Any,
+) -> dict[str, Any]:
+    data = {"customer_id": str(customer_id), "contract_id": contract_id, "renewed_at": renewed_at}
+    return event("contract.renewed", tenant, data, **kw)
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    *,
+    timeout: float = 20.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `topic` from its beginning until `until(every record read so far)` holds, or
+    `timeout` passes; returns the records read."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    seen: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not until(seen) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                seen.extend(records)
+            await asyncio.sleep(0)
+    finally:
+        await consumer.stop()
+    return seen
