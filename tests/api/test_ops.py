@@ -20,7 +20,7 @@ async def test_healthz_needs_no_token(http) -> None:
 async def test_readyz_reports_each_backend(http) -> None:
     for _ in range(300):  # the Kafka link connects in the background at start
         resp = await http.get("/readyz")
-        if resp.status_code == 200:
+        if resp.json()["status"] == "ready":
             break
         await asyncio.sleep(0.1)
     assert resp.status_code == 200
@@ -36,6 +36,19 @@ async def test_readyz_says_off_when_kafka_is_off(settings) -> None:
         resp = await c.get("/readyz")
     assert resp.status_code == 200
     assert resp.json()["checks"] == {"postgres": "ok", "redis": "ok", "kafka": "off"}
+
+
+async def test_readyz_is_degraded_but_200_when_kafka_alone_does_not_answer(settings) -> None:
+    # given a gateway whose Kafka is a port nobody listens on
+    no_kafka = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
+    async with run_server(create_app(no_kafka)) as url, httpx.AsyncClient(base_url=url) as c:
+        resp = await c.get("/readyz")
+    # then it stays in rotation (changes commit to the outbox), saying what is missing
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["postgres"] == "ok" and body["checks"]["redis"] == "ok"
+    assert body["checks"]["kafka"].startswith("error: ")
 
 
 async def test_readyz_is_503_when_redis_does_not_answer(settings) -> None:
