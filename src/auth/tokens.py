@@ -9,7 +9,17 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidKeyIdError,
+    JoseError,
+    MissingAlgorithmError,
+    MissingClaimError,
+    MissingKeyError,
+    UnsupportedAlgorithmError,
+)
 from joserfc.jwk import KeySet, OctKey
 
 from customer360.settings import Settings
@@ -101,8 +111,40 @@ class TokenVerifier:
         except AuthError:
             raise
         except (JoseError, ValueError, KeyError, TypeError, httpx.HTTPError) as exc:
-            raise AuthError(401, f"Invalid token: {type(exc).__name__}") from None
+            raise AuthError(401, why_refused(exc)) from None
         return _principal(claims)
+
+
+_CLAIMS = {
+    "iss": "Token issuer is not accepted",
+    "aud": "Token audience is not accepted",
+    "nbf": "Token is not valid yet",
+    "iat": "Token is not valid yet",
+}
+
+
+def why_refused(exc: Exception) -> str:
+    """What is wrong with a token, in the contract's words: never a class name, never a
+    library's message (they may quote the token)."""
+    if isinstance(exc, ExpiredTokenError):
+        return "Token expired"
+    if isinstance(exc, MissingClaimError):
+        return f"Token lacks the {exc.claim} claim"
+    if isinstance(exc, InvalidClaimError):
+        return _CLAIMS.get(exc.claim, f"Token claim {exc.claim} is not valid")
+    if isinstance(exc, BadSignatureError):
+        return "Token signature does not verify"
+    if isinstance(exc, UnsupportedAlgorithmError | MissingAlgorithmError | _AlgNone):
+        return "Token algorithm is not accepted"
+    if isinstance(exc, KeyError | InvalidKeyIdError | MissingKeyError):
+        return "Token signing key is unknown"
+    if isinstance(exc, httpx.HTTPError):
+        return "Token signing keys are unavailable"
+    return "Token is malformed"
+
+
+class _AlgNone(ValueError):
+    pass
 
 
 def _peek_header(token: str) -> dict[str, Any]:
@@ -112,7 +154,7 @@ def _peek_header(token: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("header is not an object")
     if str(value.get("alg", "")).lower() == "none":
-        raise ValueError("alg none")
+        raise _AlgNone("alg none")
     return value
 
 

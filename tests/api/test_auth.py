@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import AUDIENCE, ISSUER, SECRET, make_token
 from tests.helpers import DEFAULT_STAGES
@@ -624,3 +626,53 @@ async def test_refusals_on_rest_are_counted_like_those_on_graphql(api, make_cust
     # then c360_requests_rejected_total counts all four, by reason
     assert _rejected("unauthenticated") == before["unauthenticated"] + 2
     assert _rejected("forbidden_tenant") == before["forbidden_tenant"] + 2
+
+
+# What a refused token is told, in the contract's words (never a class or library message).
+EXPECTED_WHY = {
+    "wrong-secret": "signature",
+    "tampered-payload": "signature",
+    "expired-beyond-leeway": "expired",
+    "expired-long-ago": "expired",
+    "nbf-in-future": "not valid yet",
+    "missing-exp": "exp",
+    "missing-sub": "sub",
+    "missing-tenant_id": "tenant_id",
+    "wrong-iss": "issuer",
+    "missing-iss": "iss",
+    "wrong-aud": "audience",
+    "missing-aud": "aud",
+    "alg-none": "algorithm",
+    "garbage": "malformed",
+}
+# A class name (UnicodeDecodeError, JoseError, KeyError...) or a library's own phrasing.
+LEAK = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b|invalid_claim|decode_error")
+
+
+async def test_every_bad_token_answer_says_what_is_wrong_without_internal_names(
+    api, server
+) -> None:
+    from tests.live.wsclient import connect
+
+    for kind, make in BAD_TOKENS.items():
+        token = make(api.tenant)
+        gql = await api.http.post(
+            "/graphql",
+            json={"query": "{ viewer { subject } }"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        rest = await api.http.get(url(uuid.uuid4()), headers={"Authorization": f"Bearer {token}"})
+        async with connect(server.url, {"Authorization": f"Bearer {token}"}, ack=False) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.receive()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        answers = [
+            gql.json()["errors"][0]["message"],
+            rest.json()["error"]["message"],
+            closed.value.rcvd.reason,
+        ]
+        for message in answers:
+            assert message and not LEAK.search(message), (kind, answers)
+        assert len(set(answers)) == 1, (kind, answers)  # one wording on every transport
+        if kind in EXPECTED_WHY:
+            assert EXPECTED_WHY[kind] in answers[0].lower(), (kind, answers[0])
