@@ -15,7 +15,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from customer360.observability import get_logger
@@ -76,6 +76,31 @@ class Schema(strawberry.Schema):
                     error=type(error.original_error).__name__,
                     exc_info=error.original_error,
                 )
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        # Only HTTP executes here (WebSocket operations go through `stream`): a subscription
+        # has no single answer to give, so it is refused before execution (view.py says
+        # where subscriptions are served) instead of failing inside graphql-core.
+        allowed = set(allowed_operation_types or OperationType)
+        allowed.discard(OperationType.SUBSCRIPTION)
+        return await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed,
+            operation_extensions,
+        )
 
     async def stream(
         self,

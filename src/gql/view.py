@@ -21,6 +21,7 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.graphql import OperationType
 
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError
@@ -40,6 +41,10 @@ from .wslimits import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static" / "graphiql"
+SUBSCRIPTIONS_OVER_WS = (
+    "Subscriptions are served over the WebSocket at /graphql (subprotocol "
+    "graphql-transport-ws, as graphql-ws clients speak it), not over HTTP"
+)
 GRAPHIQL_CSP = (
     "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:"
@@ -181,10 +186,14 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             response = await self.run(request)
         except HTTPException as exc:
-            status = exc.status_code
-            if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
-                status = 405  # a mutation over GET: GraphQL over HTTP says 405, strawberry 400
-            response = transport_error(status, exc.reason)
+            status, reason = exc.status_code, exc.reason
+            refused = exc.__cause__
+            if isinstance(refused, InvalidOperationTypeError):
+                if refused.operation_type is OperationType.SUBSCRIPTION:
+                    status, reason = 400, SUBSCRIPTIONS_OVER_WS
+                elif request.method == "GET":
+                    status = 405  # a mutation over GET: GraphQL over HTTP says 405, strawberry 400
+            response = transport_error(status, reason)
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:

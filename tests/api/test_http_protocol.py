@@ -76,3 +76,37 @@ async def test_transport_errors_are_graphql_responses_a_client_can_read(api) -> 
     assert resp.status_code == 405, resp.text
     assert "POST" in resp.headers["allow"]
     assert resp.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+SUBSCRIPTION = 'subscription { lifecycleChanged(stage: "At-Risk") { entered cursor } }'
+
+
+async def test_a_subscription_over_http_is_refused_with_where_it_is_served(api) -> None:
+    # given a subscription document, as GraphiQL or an Apollo link sends it by mistake
+    requests = [
+        api.http.post("/graphql", json={"query": SUBSCRIPTION}, headers=api.headers()),
+        api.http.get("/graphql", params={"query": SUBSCRIPTION}, headers=api.headers()),
+        # Apollo's multipart subscription request
+        api.http.post(
+            "/graphql",
+            json={"query": SUBSCRIPTION},
+            headers=api.headers(Accept="multipart/mixed;subscriptionSpec=1.0, application/json"),
+        ),
+        # one subscription among other operations, picked by name
+        api.http.post(
+            "/graphql",
+            json={
+                "query": "query Q { viewer { subject } } "
+                + SUBSCRIPTION.replace("subscription", "subscription S", 1),
+                "operationName": "S",
+            },
+            headers=api.headers(),
+        ),
+    ]
+    for request in requests:
+        resp = await request
+        # then 400 BAD_USER_INPUT pointing at the WebSocket, never an internal error
+        assert resp.status_code == 400, resp.text
+        (error,) = resp.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "WebSocket" in error["message"] and "graphql-transport-ws" in error["message"]
