@@ -12,14 +12,21 @@ from customer360.lifecycle import Code, DomainError, Reason
 class ApiError(GraphQLError):
     """An expected failure: never masked, always carries `code` (and `reason`)."""
 
-    def __init__(self, code: Code, message: str, reason: Reason | None = None) -> None:
+    def __init__(
+        self, code: Code, message: str, reason: Reason | None = None, **more: Any
+    ) -> None:
         extensions: dict[str, Any] = {"code": code.value}
         if reason is not None:
             extensions["reason"] = reason.value
+        extensions.update(more)
         super().__init__(message, extensions=extensions)
 
     @classmethod
-    def from_domain(cls, err: DomainError) -> ApiError:
+    def from_domain(cls, err: DomainError, retry_after: int = 0) -> ApiError:
+        """`retry_after`: for RATE_LIMITED, seconds until the budget has room again (as REST's
+        Retry-After header), in `extensions.retryAfter`."""
+        if err.code is Code.RATE_LIMITED:
+            return cls(err.code, err.message, err.reason, retryAfter=max(retry_after, 1))
         return cls(err.code, err.message, err.reason)
 
 

@@ -65,6 +65,10 @@ class MutationError:
     code: str
     reason: str | None
     message: str
+    retry_after: int | None = strawberry.field(
+        default=None,
+        description="For RATE_LIMITED: seconds until the hourly budget has room again.",
+    )
 
 
 @strawberry.type
@@ -125,9 +129,10 @@ class LifecycleMutation:
         ctx = info.context
         cmd = _command(ctx, input, parse_id(input.customer_id))
         ctx.require(Permission.UPDATE_LIFECYCLE)
-        (outcome,) = (await ctx.usecases.update_stages([cmd])).outcomes
+        updated = await ctx.usecases.update_stages([cmd])
+        (outcome,) = updated.outcomes
         if isinstance(outcome, DomainError):
-            raise ApiError.from_domain(outcome)
+            raise ApiError.from_domain(outcome, updated.retry_after)
         return _payload(ctx, outcome)
 
     @strawberry.mutation(
@@ -150,9 +155,13 @@ class LifecycleMutation:
                 outcomes.append(None)
             except ApiError as err:
                 outcomes.append(err)
-        applied = iter((await ctx.usecases.update_stages(commands)).outcomes)
+        updated = await ctx.usecases.update_stages(commands)
+        applied = iter(updated.outcomes)
         outcomes = [next(applied) if o is None else o for o in outcomes]
-        results = [_bulk_result(item, o) for item, o in zip(inputs, outcomes, strict=True)]
+        results = [
+            _bulk_result(item, o, updated.retry_after)
+            for item, o in zip(inputs, outcomes, strict=True)
+        ]
         ok = sum(1 for r in results if r.success)
         return BulkUpdateLifecycleStagesPayload(
             succeeded=ok, failed=len(results) - ok, results=results
@@ -160,7 +169,9 @@ class LifecycleMutation:
 
 
 def _bulk_result(
-    item: UpdateLifecycleStageInput, outcome: ChangeResult | DomainError | ApiError | None
+    item: UpdateLifecycleStageInput,
+    outcome: ChangeResult | DomainError | ApiError | None,
+    retry_after: int,
 ) -> BulkUpdateResult:
     if isinstance(outcome, ChangeResult):
         t = outcome.transition
@@ -175,6 +186,7 @@ def _bulk_result(
             code=outcome.code.value,
             reason=outcome.reason.value if outcome.reason else None,
             message=outcome.message,
+            retry_after=max(retry_after, 1) if outcome.code is Code.RATE_LIMITED else None,
         )
     else:
         assert outcome is not None

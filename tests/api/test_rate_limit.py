@@ -18,7 +18,8 @@ from tests.conftest import Api, run_server
 MOVE = """mutation($i: UpdateLifecycleStageInput!) {
   updateLifecycleStage(input: $i) { transition { id } } }"""
 BULK = """mutation($is: [UpdateLifecycleStageInput!]!) {
-  updateLifecycleStages(inputs: $is) { succeeded failed results { success error { code } } } }"""
+  updateLifecycleStages(inputs: $is) {
+    succeeded failed results { success error { code retryAfter } } } }"""
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +56,11 @@ async def test_concurrent_updates_stop_exactly_at_the_limit(settings, tenant, us
         assert int(refused.headers["Retry-After"]) > 0
         assert refused.json()["error"]["code"] == "RATE_LIMITED"
         body = await api.gql(MOVE, {"i": {"customerId": str(cids[0]), "stage": "Onboarded"}})
-        assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        extensions = body["errors"][0]["extensions"]
+        assert extensions["code"] == "RATE_LIMITED"
+        # and GraphQL says when to retry, as REST's Retry-After does
+        assert 0 < extensions["retryAfter"] <= 3600
+        assert abs(extensions["retryAfter"] - int(refused.headers["Retry-After"])) <= 2
         assert rate_limited() == counted + 11  # every refusal counted, on REST and GraphQL
         # reads go on, and another user of the tenant has a budget of its own
         assert (
@@ -105,9 +110,10 @@ async def test_bulk_items_count_one_by_one(settings, tenant, user, make_customer
         )
         payload = body["data"]["updateLifecycleStages"]
         assert (payload["succeeded"], payload["failed"]) == (5, 3)
-        assert [r["error"]["code"] for r in payload["results"] if not r["success"]] == [
-            "RATE_LIMITED"
-        ] * 3
+        errors = [r["error"] for r in payload["results"] if not r["success"]]
+        assert [e["code"] for e in errors] == ["RATE_LIMITED"] * 3
+        assert all(0 < e["retryAfter"] <= 3600 for e in errors)
+        assert [r["error"] for r in payload["results"] if r["success"]] == [None] * 5
 
 
 async def test_the_budget_is_shared_by_every_gateway_process(settings, tenant, user, make_customer):
