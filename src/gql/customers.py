@@ -23,6 +23,7 @@ from .types import Customer, CustomerTier, PageInfo, Permission, page_info, pars
 
 @strawberry.type
 class Viewer:
+    id: strawberry.ID = strawberry.field(description="The principal in its tenant.")
     subject: str
     tenant_id: str
     roles: list[str]
@@ -133,6 +134,7 @@ class CustomerQuery:
     def viewer(self, info: Info[Context, None]) -> Viewer:
         p = info.context.principal
         return Viewer(
+            id=strawberry.ID(f"{p.tenant_id}:{p.subject}"),
             subject=p.subject,
             tenant_id=p.tenant_id,
             roles=list(p.roles),

@@ -12,9 +12,7 @@ from customer360.lifecycle import Code, DomainError, Reason
 class ApiError(GraphQLError):
     """An expected failure: never masked, always carries `code` (and `reason`)."""
 
-    def __init__(
-        self, code: Code, message: str, reason: Reason | None = None, **more: Any
-    ) -> None:
+    def __init__(self, code: Code, message: str, reason: Reason | None = None, **more: Any) -> None:
         extensions: dict[str, Any] = {"code": code.value}
         if reason is not None:
             extensions["reason"] = reason.value

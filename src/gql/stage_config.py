@@ -30,6 +30,10 @@ class StageEventRule:
 
 @strawberry.type
 class LifecycleStageConfig:
+    id: strawberry.ID = strawberry.field(
+        description="The tenant's configuration, whichever its version: a saved configuration "
+        "replaces the cached one in client caches."
+    )
     stages: list[str]
     required_reason_codes: list[str]
     transitions: list[StageTransitionRule]
@@ -40,8 +44,9 @@ class LifecycleStageConfig:
     updated_by: str | None
 
     @classmethod
-    def of(cls, c: StageConfig) -> LifecycleStageConfig:
+    def of(cls, c: StageConfig, tenant_id: str) -> LifecycleStageConfig:
         return cls(
+            id=strawberry.ID(f"stage-config:{tenant_id}"),
             stages=list(c.stages),
             required_reason_codes=[s for s in c.stages if s in c.required_reason_codes],
             transitions=[
@@ -86,7 +91,8 @@ class StageConfigQuery:
         description="The viewer's tenant's lifecycle stage configuration.",
     )
     async def lifecycle_stage_config(self, info: Info[Context, None]) -> LifecycleStageConfig:
-        return LifecycleStageConfig.of(await info.context.stage_config())
+        ctx = info.context
+        return LifecycleStageConfig.of(await ctx.stage_config(), ctx.tenant_id)
 
 
 @strawberry.type
@@ -118,4 +124,4 @@ class StageConfigMutation:
             raise ApiError.from_domain(err) from None
         ctx.reads.forget_config(ctx.tenant_id)
         ctx.use_config(saved)
-        return LifecycleStageConfig.of(saved)
+        return LifecycleStageConfig.of(saved, ctx.tenant_id)

@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from customer360.auth.principal import Permission as PermissionValue
 from customer360.data.queries import Record
-from customer360.lifecycle import Reason, Source, Transition
+from customer360.lifecycle import Reason, Source, StageConfig, Transition
 
 from .context import Context
 from .errors import bad_input
@@ -86,6 +86,7 @@ class LifecycleTransitionConnection:
 
 @strawberry.type
 class LifecycleStatus:
+    _customer_id: strawberry.Private[uuid.UUID]
     stage: str
     entered_at: datetime
     updated_at: datetime
@@ -93,11 +94,20 @@ class LifecycleStatus:
     reason_code: str | None
     source: TransitionSource  # type: ignore[valid-type]
     version: int
-    _allowed: strawberry.Private[Callable[[], Awaitable[list[str]]]]
+    _config: strawberry.Private[Callable[[], Awaitable[StageConfig]]]
+
+    @strawberry.field(
+        description="For client caches (Apollo, urql): the customer, its version and the "
+        "version of the stage configuration, so a cached status never outlives a change of "
+        "stage or of the rules behind allowedNextStages."
+    )
+    async def id(self) -> strawberry.ID:
+        config = await self._config()
+        return strawberry.ID(f"{self._customer_id}:{self.version}:{config.version}")
 
     @strawberry.field(description="Stages the tenant's rules allow from here.")
     async def allowed_next_stages(self) -> list[str]:
-        return await self._allowed()
+        return (await self._config()).allowed_next_stages(self.stage)
 
 
 @strawberry.type
@@ -197,11 +207,8 @@ class Customer:
     @strawberry.field
     def lifecycle(self, info: Info[Context, None]) -> LifecycleStatus:
         r = self._row
-
-        async def allowed() -> list[str]:
-            return (await info.context.stage_config()).allowed_next_stages(r.stage)
-
         return LifecycleStatus(
+            _customer_id=r.id,
             stage=r.stage,
             entered_at=r.stage_entered_at,
             updated_at=r.lifecycle_updated_at,
@@ -209,7 +216,7 @@ class Customer:
             reason_code=r.reason_code,
             source=Source(r.source),
             version=r.version,
-            _allowed=allowed,
+            _config=info.context.stage_config,
         )
 
     @strawberry.field(
