@@ -163,8 +163,8 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def run_server(app: Starlette) -> AsyncIterator[str]:
-    port = free_port()
+async def run_server(app: Starlette, port: int | None = None) -> AsyncIterator[str]:
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

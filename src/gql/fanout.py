@@ -34,6 +34,7 @@ from .context import Context
 
 log = get_logger("customer360.fanout")
 MEMBER_QUEUE = 256
+CLOSE_TRY_AGAIN = 1013
 FIELD = "lifecycleChanged"
 _END, _SLOW, _FAILED = object(), object(), object()
 GroupKey = tuple[str, frozenset[str], str, str, str | None]
@@ -173,7 +174,9 @@ class Fanout:
                     await close(4408, "Subscriber too slow")
                     return
                 if item is _FAILED:
-                    await close(1011, "Live updates failed; reconnect")
+                    # 1013 (try again later): graphql-ws clients reconnect after it, and
+                    # resume with `after`; 1011 they take as fatal and stop for good.
+                    await close(CLOSE_TRY_AGAIN, "Live updates failed; reconnect")
                     return
                 yield item
         finally:

@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from customer360.lifecycle import ChangeStage
 from tests.conftest import make_token
 
 CLIENTS = Path(__file__).resolve().parents[1] / "clients"
@@ -84,3 +86,137 @@ async def test_apollo_and_urql_caches_stay_right_through_the_readme_flows(
     assert urql["lifecycles"][-1]["stage"] == "Active"
     assert "Active" not in urql["lifecycles"][-1]["allowedNextStages"]
     assert urql["configs"][-1]["stages"][-2:] == ["Dormant", "Paused"]
+
+
+class Lines:
+    """A Node process's JSON lines, read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc, self.seen = proc, []
+
+    async def until(self, wanted: Any, timeout: float = 20) -> None:
+        async def read() -> None:
+            while not any(wanted(x) for x in self.seen):
+                assert self.proc.stdout is not None
+                line = await self.proc.stdout.readline()
+                assert line, "the client ended early"
+                self.seen.append(json.loads(line))
+
+        await asyncio.wait_for(read(), timeout)
+
+    def changes(self) -> list[str]:
+        return [x["change"]["id"] for x in self.seen if "change" in x]
+
+
+async def test_a_live_list_on_graphql_ws_resumes_exactly_after_a_failure_and_a_restart(
+    node_clients, settings, engine, api, make_customer, monkeypatch
+) -> None:
+    import strawberry
+
+    from customer360.app import create_app
+    from customer360.devstack import free_port
+    from customer360.lifecycle import ChangeResult, Source
+    from tests.conftest import run_server
+    from tests.helpers import use_cases
+
+    cid = await make_customer()
+    plain = settings.model_copy(update={"kafka_bootstrap": "off"})
+    port = free_port()
+    # given the first execution of any subscription group fails inside the server
+    stream, failures = strawberry.Schema.stream, [RuntimeError("group source failed")]
+
+    async def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(strawberry.Schema, "stream", flaky)
+    token = make_token("am-1", api.tenant, ("ROLE_ACCOUNT_MANAGER",))
+    expected: list[str] = []
+
+    async def move(stage: str) -> None:
+        resp = await api.patch(cid, {"stage": stage})
+        assert resp.status_code == 200, resp.text
+
+    async with run_server(create_app(plain), port) as url:
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            "live_resume.mjs",
+            cwd=CLIENTS,
+            env={**os.environ, "C360_URL": url, "TOKEN": token, "CUSTOMER": str(cid)},
+            stdout=subprocess.PIPE,
+        )
+        lines = Lines(proc)
+        try:
+            # when the live list's group fails, the socket closes with 1013, and the client
+            # reconnects and subscribes again
+            await lines.until(lambda x: x.get("connected") == 2)
+            assert {"closed": 1013} in lines.seen
+            await asyncio.sleep(1.0)  # its subscription is in place
+            api_http = api.http
+            api.http = httpx.AsyncClient(base_url=url)
+            try:
+                for stage in ("Onboarded", "Active"):
+                    await move(stage)
+            finally:
+                await api.http.aclose()
+                api.http = api_http
+            await lines.until(lambda x: len(lines.changes()) == 2)
+            # and the gateway restarts: uvicorn closes the socket with 1012 ...
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        await lines.until(lambda x: x.get("closed") == 1012)
+        # ... while changes commit (another gateway, an event) ...
+        usecases = use_cases(engine)
+        for stage in ("At-Risk", "Onboarded"):
+            cmd = ChangeStage(api.tenant, cid, stage, "crm", Source.EVENT_LISTENER, "Renewal")
+            (outcome,) = (await usecases.update_stages([cmd])).outcomes
+            assert isinstance(outcome, ChangeResult) and outcome.transition is not None
+            expected.append(str(outcome.transition.id))
+        async with run_server(create_app(plain), port) as url:
+            # then the client reconnects, resumes from its last cursor, and misses nothing
+            await lines.until(lambda x: x.get("connected") == 3, timeout=30)
+            await lines.until(lambda x: len(lines.changes()) == 4)
+            async with httpx.AsyncClient(base_url=url) as http:
+                resp = await http.patch(
+                    f"/api/v1/customers/{cid}/lifecycle",
+                    json={"stage": "Churned", "reason_code": "Price"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert resp.status_code == 200, resp.text
+            await lines.until(lambda x: len(lines.changes()) == 5)
+            await asyncio.sleep(0.5)  # and nothing twice
+    finally:
+        proc.kill()
+        await proc.wait()
+    changes = lines.changes()
+    assert len(changes) == len(set(changes)) == 5, lines.seen
+    assert changes[2:4] == expected
+    tos = [x["change"]["to"] for x in lines.seen if "change" in x]
+    assert tos == ["Onboarded", "Active", "At-Risk", "Onboarded", "Churned"]
+
+
+async def test_the_readme_client_setups_query_page_mutate_and_subscribe(
+    node_clients, server, api, make_customer
+) -> None:
+    # given two customers, one in Prospect
+    cid = await make_customer()
+    await make_customer()
+    env = {
+        "C360_URL": server.url,
+        "TOKEN": make_token("am-1", api.tenant, ("ROLE_ACCOUNT_MANAGER",)),
+        "CUSTOMER": str(cid),
+    }
+    # when the README's Apollo Client and urql setups are used as written
+    out = await run_node("readme_clients.mjs", env)
+    # then both page through the list, mutate, and see their change live
+    assert out["apollo"] == {"pages": 2, "live": ["Onboarded"]}
+    assert out["urql"] == {"pages": 2, "live": ["Active"], "error": None}
+
+
+def test_the_readme_quotes_the_client_examples_verbatim() -> None:
+    readme = (CLIENTS.parents[1] / "README.md").read_text()
+    for example in sorted((CLIENTS / "examples").glob("*.mjs")):
+        assert example.read_text().strip() in readme, f"README does not quote {example.name}"
