@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from customer360 import rest
 from customer360.auth.ratelimit import RateLimiter
 from customer360.auth.tokens import TokenVerifier
+from customer360.cors import Cors
 from customer360.data.cache import Cache
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
@@ -238,6 +239,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         websocket_app=graphql,
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(MetricsMiddleware), Middleware(BodyLimit)],
+        middleware=[
+            Middleware(Cors, origins=settings.allowed_origins),
+            Middleware(MetricsMiddleware),
+            Middleware(BodyLimit),
+        ],
         exception_handlers={Exception: internal_error},
     )

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +35,7 @@ from customer360.data.keys import TenantKeys
 from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
 from customer360.settings import Settings
-from tests.helpers import apply_event, created_event
+from tests.helpers import CLIENTS, apply_event, created_event
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ISSUER, AUDIENCE = "c360-dev", "customer360"
@@ -264,6 +267,24 @@ class Api:
         return await self.http.patch(
             f"/api/v1/customers/{customer_id}/lifecycle", json=body, headers=self.headers(**headers)
         )
+
+
+@pytest.fixture(scope="session")
+def node_clients() -> Path:
+    """tests/clients with its locked packages installed (`npm ci`, once per lock)."""
+    node = shutil.which("node")
+    assert node, "Node.js is needed for the client tests"
+    stamp = CLIENTS / "node_modules" / ".installed-lock"
+    lock = (CLIENTS / "package-lock.json").read_text()
+    if not stamp.exists() or stamp.read_text() != lock:
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=CLIENTS,
+            check=True,
+            timeout=600,
+        )
+        stamp.write_text(lock)
+    return CLIENTS
 
 
 @pytest.fixture

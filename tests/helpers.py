@@ -4,10 +4,14 @@ database, and small readers of API answers. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -48,6 +52,29 @@ async def move(api: Any, cid: Any, stage: str, reason: str | None = None) -> int
     assert resp.json()["stage"] == stage
     version: int = resp.json()["version"]
     return version
+
+
+# --- the clients front-end engineers use (Node, tests/clients) --------------------------
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+
+
+async def run_node(script: str, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+    """Runs a script of tests/clients (development builds, so the libraries warn as they do
+    in a developer's browser); returns the JSON object it prints last."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        "--conditions=development",
+        script,
+        cwd=CLIENTS,
+        env={**os.environ, "NODE_ENV": "development", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 # --- the use cases, below the APIs -------------------------------------------------------

@@ -6,54 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from customer360.lifecycle import ChangeStage
 from tests.conftest import make_token
-
-CLIENTS = Path(__file__).resolve().parents[1] / "clients"
-
-
-@pytest.fixture(scope="session")
-def node_clients() -> Path:
-    """tests/clients with its locked packages installed (`npm ci`, once per lock)."""
-    node = shutil.which("node")
-    assert node, "Node.js is needed for the client tests"
-    stamp = CLIENTS / "node_modules" / ".installed-lock"
-    lock = (CLIENTS / "package-lock.json").read_text()
-    if not stamp.exists() or stamp.read_text() != lock:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENTS,
-            check=True,
-            timeout=600,
-        )
-        stamp.write_text(lock)
-    return CLIENTS
-
-
-async def run_node(script: str, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:
-    """Runs a script of tests/clients (development builds, so the libraries warn as they do
-    in a developer's browser); returns the JSON object it prints last."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        "--conditions=development",
-        script,
-        cwd=CLIENTS,
-        env={**os.environ, "NODE_ENV": "development", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+from tests.helpers import CLIENTS, run_node
 
 
 async def test_apollo_and_urql_caches_stay_right_through_the_readme_flows(
