@@ -180,3 +180,24 @@ def test_the_readme_quotes_the_client_examples_verbatim() -> None:
     readme = (CLIENTS.parents[1] / "README.md").read_text()
     for example in sorted((CLIENTS / "examples").glob("*.mjs")):
         assert example.read_text().strip() in readme, f"README does not quote {example.name}"
+
+
+async def test_graphiql_waits_for_a_token_then_fetches_the_schema_and_keeps_it_out_of_local_storage(
+    node_clients, server, api
+) -> None:
+    token = make_token("dev-1", api.tenant, ("ROLE_ACCOUNT_MANAGER",))
+    # when a developer opens GraphiQL, pastes a token and runs the default query
+    out = await run_node("graphiql.mjs", {"C360_URL": server.url, "TOKEN": token}, timeout=90)
+    # then nothing was sent with the placeholder: no 401, nothing in the console
+    assert out["sentBeforeToken"] == 0
+    assert all(status != 401 for _, status in out["statuses"]), out["statuses"]
+    assert out["consoleErrors"] == []
+    # and the schema was fetched again with the token, without a click on Re-fetch
+    assert {"auth": f"Bearer {token}", "introspection": True} in out["sent"]
+    assert all(s["auth"] == f"Bearer {token}" for s in out["sent"])
+    assert out["result"]["data"]["viewer"]["subject"] == "dev-1"
+    # and the token lives in this tab's sessionStorage only, never in localStorage
+    assert token not in out["localStorage"]
+    assert token in out["sessionStorage"]
+    # and the page has its icon
+    assert out["favicon"] == 200 and out["iconLink"].endswith("/graphiql-static/favicon.svg")
