@@ -61,8 +61,10 @@ USER 10001:10001
 EXPOSE 8000
 
 # Liveness only (the process answers); readiness is /readyz, which compose
-# and orchestrators check separately.
+# and orchestrators check separately. Over HTTPS when the process terminates TLS itself
+# (C360_TLS_CERT_FILE); its certificate names the public host, not 127.0.0.1, so this
+# loopback probe does not verify it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import os, ssl, sys, urllib.request; tls = bool(os.environ.get('C360_TLS_CERT_FILE')); url = ('https' if tls else 'http') + '://127.0.0.1:8000/healthz'; ctx = ssl._create_unverified_context() if tls else None; sys.exit(0 if urllib.request.urlopen(url, timeout=4, context=ctx).status == 200 else 1)"]
 
 CMD ["c360", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -35,6 +35,7 @@ from customer360.gql.view import STATIC, GraphQLApp
 from customer360.observability import REGISTRY, MetricsMiddleware, gc_monitor, get_logger
 from customer360.openapi import SPEC
 from customer360.settings import Settings
+from customer360.tls import StrictTransportSecurity
 from customer360.usecases import UseCases
 
 log = get_logger("customer360.app")
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(StrictTransportSecurity),
             Middleware(Cors, origins=settings.allowed_origins),
             Middleware(MetricsMiddleware),
             Middleware(BodyLimit),

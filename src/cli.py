@@ -223,8 +223,10 @@ def kafka_topics(
     import time
 
     from customer360.events.kafka import ensure_topics
+    from customer360.tls import kafka_options
 
-    bootstrap = _need(_settings().kafka_bootstrap, "C360_KAFKA_BOOTSTRAP")
+    s = _settings()
+    bootstrap = _need(s.kafka_bootstrap, "C360_KAFKA_BOOTSTRAP")
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -235,6 +237,7 @@ def kafka_topics(
                     dlq_partitions=dlq_partitions,
                     replication=replication,
                     dlq_retention_ms=dlq_retention_ms,
+                    security=kafka_options(s),
                 )
             )
             break
@@ -340,7 +343,7 @@ def serve(
 ) -> None:
     """Serve on the configured backends (production)."""
     s = _settings()
-    problems = s.production_problems()
+    problems = s.production_problems() if s.production else s.tls_problems()
     if problems:
         for p in problems:
             err.print(f"[red]refusing to start:[/red] {p}")
@@ -348,6 +351,8 @@ def serve(
     from customer360.observability import configure_logging
 
     configure_logging(s.log_level)
+    from customer360.tls import server_options
+
     uvicorn.run(
         "customer360.app:create_app",
         factory=True,
@@ -356,8 +361,8 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
         ws_per_message_deflate=False,
+        **server_options(s),
     )
 
 
@@ -374,6 +379,7 @@ def dev(
     from customer360.data.seed import tenant_has_customers
     from customer360.devstack import dev_backends
     from customer360.observability import configure_logging
+    from customer360.tls import server_options
 
     s = _settings()
     if s.production:
@@ -406,7 +412,7 @@ def dev(
 
         if not asyncio.run(has_demo()):
             _run_seed(db, DEMO_TENANT, demo_customers, settings)
-        base = f"http://{host}:{port}"
+        base = f"{'https' if settings.tls_terminated else 'http'}://{host}:{port}"
         err.print(f"\n[bold]Customer360 gateway[/bold]  GraphiQL: {base}/graphql\n")
         for role in ROLES:
             tok = issue_dev_token(
@@ -427,6 +433,7 @@ def dev(
             log_config=None,
             access_log=False,
             ws_per_message_deflate=False,
+            **server_options(settings),
         )
 
 

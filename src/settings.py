@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="C360_", extra="ignore")
+    # An empty variable is an unset one (compose writes `${VAR:-}` as "").
+    model_config = SettingsConfigDict(env_prefix="C360_", extra="ignore", env_ignore_empty=True)
 
     env: Literal["development", "production"] = "development"
     database_url: str | None = None
@@ -40,6 +42,19 @@ class Settings(BaseSettings):
     introspection: bool | None = None
     suggestions: bool | None = None
 
+    # HTTPS: the service terminates TLS itself, or sits behind these TLS-terminating proxies.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_proxy: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Kafka over TLS and/or SASL (PostgreSQL and Redis take theirs in their URLs).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
     rate_limit: int = 1000
     data_dir: Path = Path(".c360")
     db_pool_size: int = 10
@@ -64,6 +79,22 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
         return v
+
+    @field_validator("tls_proxy", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list):
+            for proxy in v:
+                # an address or a CIDR range; a typo must not silently trust nobody
+                ipaddress.ip_network(str(proxy), strict=False)
+        return v
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @property
     def production(self) -> bool:
@@ -134,4 +165,31 @@ class Settings(BaseSettings):
             )
         if self.kafka_bootstrap is None:
             problems.append("C360_KAFKA_BOOTSTRAP is unset (set it, or 'off')")
+        problems.extend(self.tls_problems())
+        if not self.tls_terminated and not self.tls_proxy:
+            problems.append(
+                "it would serve plain HTTP: set C360_TLS_CERT_FILE and C360_TLS_KEY_FILE, or "
+                "C360_TLS_PROXY to the TLS-terminating proxies in front of it"
+            )
         return problems
+
+    @property
+    def tls_terminated(self) -> bool:
+        """The service itself serves HTTPS and WSS."""
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    def tls_problems(self) -> list[str]:
+        """Why the TLS settings cannot work, in any environment."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            return ["C360_TLS_CERT_FILE and C360_TLS_KEY_FILE go together"]
+        return [
+            f"{name} {path} cannot be read"
+            for name, path in (
+                ("C360_TLS_CERT_FILE", self.tls_cert_file),
+                ("C360_TLS_KEY_FILE", self.tls_key_file),
+                ("C360_KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+                ("C360_KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+                ("C360_KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+            )
+            if path is not None and not path.is_file()
+        ]

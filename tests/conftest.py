@@ -166,10 +166,12 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def run_server(app: Starlette, port: int | None = None) -> AsyncIterator[str]:
+async def run_server(app: Starlette, port: int | None = None, **options: Any) -> AsyncIterator[str]:
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options
+        )
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -80,3 +80,35 @@ def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> 
     assert any(f"CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS" in c for c in created)
     mounts = [m["target"] for m in stack["services"]["postgres"]["configs"]]
     assert any(t.startswith("/docker-entrypoint-initdb.d/") for t in mounts)
+
+
+def test_the_stack_serves_https_only_and_trusts_its_own_proxy() -> None:
+    import ipaddress
+    import json
+
+    from customer360.settings import Settings
+
+    out = subprocess.run(
+        [str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    stack = json.loads(out.stdout)
+    gateway = stack["services"]["gateway"]
+    # the gateway publishes nothing: clients reach it through the TLS proxy
+    assert not gateway.get("ports")
+    assert [p["target"] for p in stack["services"]["tls"]["ports"]] == [8443]
+    # and it would start in production: a proxy is declared, from the stack's network only
+    env = {k: v for k, v in gateway["environment"].items() if v}  # empty is unset
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{k.removeprefix("C360_").lower(): v for k, v in env.items() if k.startswith("C360_")},
+    )
+    assert not any("plain HTTP" in p for p in settings.production_problems())
+    (subnet,) = [c["subnet"] for c in stack["networks"]["default"]["ipam"]["config"]]
+    assert [ipaddress.ip_network(p) for p in settings.tls_proxy] == [ipaddress.ip_network(subnet)]
+    caddyfile = stack["configs"]["caddyfile"]["content"]
+    assert "reverse_proxy gateway:8000" in caddyfile and "tls " in caddyfile

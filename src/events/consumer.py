@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -37,8 +39,10 @@ class EventConsumer:
         producer: AIOKafkaProducer,
         *,
         group_id: str = GROUP_ID,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = dict(security or {})
         self.usecases = usecases
         self._tries: dict[tuple[str, int, int], int] = {}
         self.retry_base = 0.2
@@ -56,6 +60,7 @@ class EventConsumer:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             metadata_max_age_ms=30_000,
+            **self.security,
         )
         own = Ownership(consumer)
         consumer.subscribe(topics=list(CONSUMED_TOPICS), listener=own)

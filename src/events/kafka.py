@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -23,6 +26,7 @@ async def ensure_topics(
     dlq_partitions: int = 1,
     replication: int = 1,
     dlq_retention_ms: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics the gateway uses that do not exist yet; returns those created.
 
@@ -35,7 +39,9 @@ async def ensure_topics(
             return NewTopic(topic, dlq_partitions, replication, topic_configs=dlq_configs)
         return NewTopic(topic, partitions, replication)
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -47,7 +53,7 @@ async def ensure_topics(
         await admin.close()
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, security: Mapping[str, Any] | None = None) -> AIOKafkaProducer:
     # acks=all: a change counts as published only once every in-sync replica has it.
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -55,4 +61,5 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
         linger_ms=2,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
+        **(security or {}),
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.observability import get_logger
 from customer360.settings import Settings
+from customer360.tls import kafka_options
 from customer360.usecases import UseCases
 
 from .consumer import EventConsumer
@@ -27,19 +29,22 @@ class KafkaLink:
     """A producer that (re)connects in the background: the gateway starts and keeps
     committing while Kafka is away; the outbox holds what it could not publish yet."""
 
-    def __init__(self, bootstrap: str, create_topics: bool) -> None:
+    def __init__(
+        self, bootstrap: str, create_topics: bool, security: Mapping[str, Any] | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.create_topics = create_topics
+        self.security = dict(security or {})
         self.producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
 
     async def connect(self) -> None:
         delay = 0.5
         while True:
-            producer = make_producer(self.bootstrap)
+            producer = make_producer(self.bootstrap, self.security)
             try:
                 if self.create_topics:
-                    created = await ensure_topics(self.bootstrap)
+                    created = await ensure_topics(self.bootstrap, security=self.security)
                     if created:
                         log.info("kafka topics created", topics=created)
                 await producer.start()
@@ -97,7 +102,7 @@ async def background(
     bootstrap = kafka_bootstrap(settings)
     async with Hub(ResilientRedisBackend(settings.redis_url)) as hub:
         if bootstrap is not None:
-            link = KafkaLink(bootstrap, settings.kafka_create_topics)
+            link = KafkaLink(bootstrap, settings.kafka_create_topics, kafka_options(settings))
             sinks.insert(0, LazyKafkaSink(link))
             consume = _consume_when_ready(link, bootstrap, usecases)
             tasks.append(asyncio.create_task(consume))
@@ -117,4 +122,4 @@ async def background(
 async def _consume_when_ready(link: KafkaLink, bootstrap: str, usecases: UseCases) -> None:
     await link.connect()
     assert link.producer is not None
-    await EventConsumer(bootstrap, usecases, link.producer).run()
+    await EventConsumer(bootstrap, usecases, link.producer, security=link.security).run()

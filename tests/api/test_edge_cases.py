@@ -118,6 +118,7 @@ async def test_production_hides_field_suggestions(settings) -> None:
     prod = settings.model_copy(
         update={
             "env": "production",
+            "tls_proxy": ["127.0.0.1"],
             "jwt_allow_hs256": True,
             "kafka_bootstrap": "off",
             "data_key": "k1:" + "A" * 43 + "=",
