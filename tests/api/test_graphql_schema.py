@@ -40,3 +40,15 @@ def test_no_dangerous_change_against_the_contract():
         (c.type.name, c.description) for c in graphql.find_dangerous_changes(contract, ours)
     ]
     assert dangerous == []
+
+
+def test_the_readme_documents_are_valid_against_the_schema():
+    import re
+
+    schema = graphql.build_schema((ROOT / "schema.graphql").read_text())
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```graphql\n(.*?)```", readme, re.S)
+    assert blocks
+    for block in blocks:
+        errors = graphql.validate(schema, graphql.parse(block))
+        assert errors == [], (block, errors)
