@@ -210,7 +210,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_overflow=settings.db_max_overflow,
             keys=TenantKeys(settings.keyring()),
         )
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        # Bounded waits: a Redis that went away mid-command (a restart, a half-open
+        # connection) fails the command instead of holding it for ever.
+        redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
         reads = Reads(engine, cache=Cache(redis))
         usecases = UseCases(
             engine,

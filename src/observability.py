@@ -45,6 +45,12 @@ OUTBOX_PENDING = Gauge("c360_outbox_pending", "Outbox rows not yet published", r
 OUTBOX_LAG = Gauge(
     "c360_outbox_lag_seconds", "Age of the oldest unpublished outbox row", registry=REGISTRY
 )
+OUTBOX_STALLS = Counter(
+    "c360_outbox_stalls_total",
+    "Relay drains that neither failed nor finished in time, abandoned and started afresh",
+    ["sink"],
+    registry=REGISTRY,
+)
 SUBSCRIPTIONS = Gauge("c360_subscriptions_active", "Open GraphQL subscriptions", registry=REGISTRY)
 SUBSCRIPTION_GROUPS = Gauge(
     "c360_subscription_groups",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from customer360.observability import EVENTS_CONSUMED, get_logger
@@ -31,12 +31,18 @@ HAND_OVER_TIMEOUT = 5.0
 STOP_TIMEOUT = 15.0
 
 
+class DeadLetters(Protocol):
+    """Where rejected events go (a producer, or the gateway's Kafka link)."""
+
+    async def send_and_wait(self, topic: str, value: bytes | None, **kwargs: Any) -> Any: ...
+
+
 class EventConsumer:
     def __init__(
         self,
         bootstrap: str,
         usecases: UseCases,
-        producer: AIOKafkaProducer,
+        producer: DeadLetters,
         *,
         group_id: str = GROUP_ID,
         security: Mapping[str, Any] | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,13 +26,15 @@ from customer360.data.cache import invalidate
 from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.data.outbox import NOTIFY_CHANNEL
 from customer360.data.scope import system_scope
-from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, get_logger
+from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_STALLS, get_logger
 
 log = get_logger("customer360.relay")
 CHANNEL = "c360:lifecycle"
 RETENTION_DAYS = 7
 # A drain stuck longer (a half-open connection, a sink that never answers) is abandoned.
 DRAIN_TIMEOUT = 60.0
+# How long an abandoned drain gets to honour its cancellation before it is left behind.
+CANCEL_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +53,24 @@ class Sink(Protocol):
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None: ...
 
+    async def reset(self) -> None:
+        """After a stalled drain: drop whatever client state may be wedged."""
+        ...
+
+
+class DrainStalled(Exception):
+    """A drain neither failed nor finished within its time: its connection and the sink's
+    client are suspect, so the leader starts afresh."""
+
 
 class KafkaSink:
     name, column = "kafka", "published_at"
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
+
+    async def reset(self) -> None:
+        return None
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         # Cache-only rows (profile changes) are not audit events; they are just marked.
@@ -78,6 +92,11 @@ class RedisSink:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+
+    async def reset(self) -> None:
+        # A wedged connection is not handed out again; the pool makes new ones.
+        with contextlib.suppress(Exception):
+            await self.redis.connection_pool.disconnect()
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         # Caches first, then subscribers: a subscriber reading the customer it was told
@@ -120,11 +139,13 @@ class OutboxRelay:
         *,
         batch: int = 500,
         poll_seconds: float = 1.0,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.engine = engine
         self.sinks = list(sinks)
         self.batch = batch
         self.poll_seconds = poll_seconds
+        self.drain_timeout = drain_timeout
 
     async def drain_once(self, conn: AsyncConnection, sink: Sink) -> int:
         """Publish one batch in outbox order, then mark it; rows stay pending if the sink
@@ -153,6 +174,8 @@ class OutboxRelay:
                     await conn.close()
             except asyncio.CancelledError:
                 raise
+            except DrainStalled:
+                await sink.reset()
             except Exception as exc:
                 log.warning("relay connection lost", sink=sink.name, error=type(exc).__name__)
                 await asyncio.sleep(1.0)
@@ -177,9 +200,9 @@ class OutboxRelay:
         while True:
             wake.clear()
             try:
-                n = await asyncio.wait_for(self.drain_once(conn, sink), DRAIN_TIMEOUT)
+                n = await self._bounded(self.drain_once(conn, sink), sink)
                 backoff = 0.2
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, DrainStalled):
                 raise
             except Exception as exc:
                 log.warning("relay publish failed", sink=sink.name, error=type(exc).__name__)
@@ -198,6 +221,25 @@ class OutboxRelay:
             if n < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
+
+    async def _bounded(self, drain: Coroutine[Any, Any, int], sink: Sink) -> int:
+        """The drain's result, or DrainStalled once it has neither failed nor finished in
+        time; seen in the log and in c360_outbox_stalls_total, never silent. Unlike
+        asyncio.wait_for, this does not wait for ever on a drain that ignores cancellation
+        (a client wedged in a shielded wait): it is left behind with its connection."""
+        task = asyncio.ensure_future(drain)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        OUTBOX_STALLS.labels(sink.name).inc()
+        log.error("relay drain stalled; abandoned", sink=sink.name, seconds=self.drain_timeout)
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_GRACE)
+        raise DrainStalled(sink.name)
 
     async def sweep(self, conn: AsyncConnection) -> int:
         """Forget rows every configured sink published, once they are a week old (a sink

@@ -61,6 +61,22 @@ class KafkaLink:
             self.ready.set()
             return
 
+    async def renew(self) -> None:
+        """A fresh producer (fresh metadata, fresh connections) and the topics made again if
+        they are gone: after a stalled publish, say to a broker that came back empty."""
+        old, self.producer = self.producer, None
+        self.ready.clear()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 5.0)
+        await self.connect()
+
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+        """Through whichever producer is current (dead letters of the consumers)."""
+        if self.producer is None:
+            raise ConnectionError("kafka not connected")
+        return await self.producer.send_and_wait(*args, **kwargs)
+
     async def check(self) -> None:
         if self.producer is None:
             raise ConnectionError("not connected")
@@ -81,6 +97,9 @@ class LazyKafkaSink:
         if self.link.producer is None:
             raise ConnectionError("kafka not connected yet")
         await KafkaSink(self.link.producer).publish(rows)
+
+    async def reset(self) -> None:
+        await self.link.renew()
 
 
 def kafka_bootstrap(settings: Settings) -> str | None:
@@ -122,4 +141,4 @@ async def background(
 async def _consume_when_ready(link: KafkaLink, bootstrap: str, usecases: UseCases) -> None:
     await link.connect()
     assert link.producer is not None
-    await EventConsumer(bootstrap, usecases, link.producer, security=link.security).run()
+    await EventConsumer(bootstrap, usecases, link, security=link.security).run()

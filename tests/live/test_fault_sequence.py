@@ -1,0 +1,156 @@
+"""Faults one after another, as production sees them (issue 13): every committed change
+still reaches the audit topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer360.devstack import embedded_kafka, embedded_redis, free_port
+from customer360.events.kafka import ensure_topics
+from customer360.lifecycle import ChangeStage, Source
+from customer360.settings import Settings
+from tests.conftest import Api
+from tests.helpers import apply_event, created_event, read_topic, use_cases
+from tests.live.test_live import SUB, wait_for
+from tests.live.test_resilience import isolated, pending
+from tests.live.wsclient import connect
+
+OUTAGE_SECONDS = float(os.environ.get("C360_TEST_OUTAGE_SECONDS", "3"))
+
+
+async def _published(engine: AsyncEngine) -> bool:
+    return await pending(engine, "published_at") == 0
+
+
+async def _relayed(engine: AsyncEngine) -> bool:
+    return await pending(engine, "redis_published_at") == 0
+
+
+async def test_redis_restart_then_broker_outage_loses_no_audit_event(
+    pg_server_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    redis_port, kafka_port = free_port(), free_port()
+    redis = embedded_redis(tmp_path, redis_port)
+    redis_url = redis.__enter__()
+    kafka = embedded_kafka(kafka_port)
+    bootstrap = kafka.__enter__()
+    try:
+        async with (
+            isolated(pg_server_url, settings, redis_url=redis_url, kafka_bootstrap=bootstrap) as (
+                url,
+                engine,
+            ),
+            httpx.AsyncClient(base_url=url) as http,
+        ):
+            api = Api(http, f"t-{uuid.uuid4().hex[:8]}")
+            customers = []
+            for _ in range(4):
+                ev = created_event(api.tenant)
+                await apply_event(engine, ev)
+                customers.append(uuid.UUID(ev["data"]["customer_id"]))
+            await wait_for(lambda: _published(engine), 60)
+            # given Redis restarted under a live subscription (it resumes)
+            async with connect(url, {"Authorization": f"Bearer {api.token}"}) as ws:
+                await ws.subscribe(SUB, {"cid": str(customers[0])})
+                await asyncio.sleep(0.3)
+                redis.__exit__(None, None, None)
+                redis = embedded_redis(tmp_path, redis_port)
+                redis.__enter__()
+                await asyncio.sleep(1.0)
+                resp = await api.patch(customers[0], {"stage": "Onboarded"})
+                assert resp.status_code == 200, resp.text
+                (seen,) = await ws.events(1, timeout=20)
+                assert seen["transition"]["toStage"] == "Onboarded"
+            await wait_for(lambda: _published(engine), 60)
+            # when the broker goes down, 20 changes commit, and it comes back empty
+            kafka.__exit__(None, None, None)
+            usecases = use_cases(engine)
+            moved: list[str] = []
+            for i in range(20):
+                cid = customers[i % 4]
+                stage = ["Active", "Onboarded"][(i // 4) % 2]
+                cmd = ChangeStage(api.tenant, cid, stage, "crm", Source.EVENT_LISTENER, "x")
+                (outcome,) = (await usecases.update_stages([cmd])).outcomes
+                assert outcome.transition is not None  # type: ignore[union-attr]
+                moved.append(str(outcome.transition.id))  # type: ignore[union-attr]
+            assert await pending(engine, "published_at") == 20
+            await asyncio.sleep(OUTAGE_SECONDS)
+            kafka = embedded_kafka(kafka_port)
+            kafka.__enter__()
+            await ensure_topics(bootstrap)  # an empty broker: the topics are made again
+            # then every one of them is published, and the live side kept up too
+            await wait_for(lambda: _published(engine), 120)
+            await wait_for(lambda: _relayed(engine), 30)
+            records = await read_topic(
+                bootstrap, "audit.lifecycle.updated", lambda rs: len(rs) >= 20, timeout=30
+            )
+    finally:
+        kafka.__exit__(None, None, None)
+        redis.__exit__(None, None, None)
+    published = {json.loads(r.value)["data"]["transition_id"] for r in records}
+    assert set(moved) <= published
+
+
+class _Wedged:
+    """A sink whose first publish hangs and shrugs off its first cancellation, as a client
+    wedged in a shielded wait does; the outbox and PostgreSQL around it are real."""
+
+    name, column = "wedged", "redis_published_at"
+
+    def __init__(self) -> None:
+        self.calls, self.resets, self.published = 0, 0, []
+
+    async def publish(self, rows) -> None:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 1:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+            await asyncio.sleep(7)  # past the relay's grace: it must not wait for this
+            return
+        self.published.extend(r.id for r in rows)
+
+    async def reset(self) -> None:
+        self.resets += 1
+
+
+async def test_a_drain_that_neither_fails_nor_finishes_is_seen_and_recovered(
+    pg_server_url: str, settings: Settings
+) -> None:
+    from customer360.data.db import make_engine
+    from customer360.data.keys import TenantKeys
+    from customer360.events.relay import OutboxRelay
+    from customer360.observability import REGISTRY
+    from tests.conftest import scratch_database
+
+    def stalls() -> float:
+        return REGISTRY.get_sample_value("c360_outbox_stalls_total", {"sink": "wedged"}) or 0.0
+
+    async with scratch_database(pg_server_url, "c360_stall") as url:
+        engine = make_engine(url, keys=TenantKeys(settings.keyring()))
+        sink = _Wedged()
+        before = stalls()
+        relay = asyncio.create_task(OutboxRelay(engine, [sink], drain_timeout=1.0).run())
+        try:
+            # given a committed change whose first publish wedges
+            await apply_event(engine, created_event(f"t-{uuid.uuid4().hex[:8]}"))
+
+            async def out() -> bool:
+                return bool(sink.published)
+
+            # then the stall is counted, the sink reset, and the row published all the same
+            await wait_for(out, 30)
+        finally:
+            relay.cancel()
+            with contextlib.suppress(BaseException):
+                await relay
+            await engine.dispose()
+    assert stalls() == before + 1
+    assert sink.resets == 1 and sink.calls >= 2 and len(sink.published) == 1
