@@ -30,16 +30,24 @@ from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.events.hub import Hub
 from customer360.events.runtime import KafkaLink, background
+from customer360.gql.limits import CLOSE_TOO_BIG, MAX_REQUEST_BYTES
 from customer360.gql.schema import build_schema
 from customer360.gql.view import STATIC, GraphQLApp
-from customer360.observability import REGISTRY, MetricsMiddleware, gc_monitor, get_logger
+from customer360.observability import (
+    REGISTRY,
+    REJECTED,
+    MetricsMiddleware,
+    gc_monitor,
+    get_logger,
+)
 from customer360.openapi import SPEC
 from customer360.settings import Settings
 from customer360.tls import StrictTransportSecurity
 from customer360.usecases import UseCases
 
 log = get_logger("customer360.app")
-MAX_BODY = 1024 * 1024
+# c360_requests_rejected_total{reason} for a WebSocket message over the limit.
+REJECT_TOO_BIG = "ws_message_too_large"
 
 
 @dataclass
@@ -57,7 +65,7 @@ class Services:
 class BodyLimit:
     """Refuses request bodies over 1 MiB with 413, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -176,7 +184,14 @@ class Gateway(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/graphql":
             scope["app"] = self
-            await self.websocket_app(scope, receive, send)
+
+            async def counting() -> Message:
+                got = await receive()
+                if got["type"] == "websocket.disconnect" and got.get("code") == CLOSE_TOO_BIG:
+                    REJECTED.labels(REJECT_TOO_BIG).inc()  # the server refused the message
+                return got
+
+            await self.websocket_app(scope, counting, send)
             return
         await super().__call__(scope, receive, send)
 

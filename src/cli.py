@@ -361,7 +361,6 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        ws_per_message_deflate=False,
         **server_options(s),
     )
 
@@ -432,7 +431,6 @@ def dev(
             port=port,
             log_config=None,
             access_log=False,
-            ws_per_message_deflate=False,
             **server_options(settings),
         )
 

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from customer360.gql.limits import MAX_REQUEST_BYTES
 from customer360.settings import Settings
 
 # A year, subdomains included: a browser that saw it never tries plain HTTP again.
@@ -18,8 +19,13 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for the configured way of serving HTTPS."""
-    options: dict[str, Any] = {}
+    """uvicorn's options for serving as configured: HTTPS, trusted proxies, message size."""
+    # The contract's 1 MiB holds for WebSocket messages too: uvicorn closes a socket that
+    # sends a bigger one with 1009 (its default is 16 MiB).
+    options: dict[str, Any] = {
+        "ws_max_size": MAX_REQUEST_BYTES,
+        "ws_per_message_deflate": False,
+    }
     if settings.tls_terminated:
         options["ssl_certfile"] = str(settings.tls_cert_file)
         options["ssl_keyfile"] = str(settings.tls_key_file)

@@ -20,6 +20,11 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 
 from .errors import should_mask
 
+# 1 MiB: an HTTP request body (413 above) and a WebSocket message (closed with 1009 above).
+MAX_REQUEST_BYTES = 1024 * 1024
+# The close code of a WebSocket message over the limit (RFC 6455 "message too big").
+CLOSE_TOO_BIG = 1009
+
 
 def depth_limit(max_depth: int) -> type[ValidationRule]:
     """Depth with the root field at 1, leaf fields and introspection fields counted.

@@ -22,6 +22,7 @@ from customer360.auth.principal import Principal
 from customer360.auth.sockets import SocketSlots
 from customer360.devstack import free_port
 from customer360.settings import Settings
+from customer360.tls import server_options
 from tests.conftest import make_token, run_server
 from tests.live.test_live import SUB
 from tests.live.wsclient import Socket, connect, ws_url
@@ -44,7 +45,8 @@ async def gateway(settings: Settings) -> AsyncIterator[str]:
             "ws_init_timeout_seconds": INIT_TIMEOUT,
         }
     )
-    async with run_server(create_app(limited)) as url:
+    # served as `c360 serve` serves (message size limit included)
+    async with run_server(create_app(limited), **server_options(limited)) as url:
         yield url
 
 
@@ -334,3 +336,29 @@ async def test_without_redis_the_budget_holds_per_process(tenant):
         assert await slots.acquire(me, redis) is not None
     finally:
         await redis.aclose()
+
+
+async def test_a_websocket_message_over_1_mib_closes_the_socket_with_1009(
+    gateway: str, tenant: str
+) -> None:
+    url = gateway
+    before = await rejected(url, "ws_message_too_large")
+    token = {"Authorization": f"Bearer {make_token('u-1', tenant)}"}
+    query = "subscription { lifecycleChanged { cursor } }"
+    # given an open, acknowledged socket
+    async with raw(url, "graphql-transport-ws") as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": token}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        # a message just under the limit is read as any other
+        padded = query + " " * (1024 * 1024 - 200)
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": padded}}))
+        await asyncio.sleep(0.3)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+        # when a 2 MiB subscribe message arrives (a short document padded with spaces)
+        padded = query + " " * (2 * 1024 * 1024)
+        await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": padded}}))
+        # then the server closes with 1009 and counts the refusal
+        code, _ = await closed(ws)
+    assert code == 1009
+    assert await rejected(url, "ws_message_too_large") == before + 1
