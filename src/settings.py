@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
 
     rate_limit: int = 1000
+    # Marks of processed events are kept longer than Kafka keeps a record (7 days by default),
+    # so a redelivery is still recognised; then the relay leader's sweep forgets them.
+    processed_event_retention_days: int = Field(default=14, ge=1)
     data_dir: Path = Path(".c360")
     db_pool_size: int = 10
     db_max_overflow: int = 10

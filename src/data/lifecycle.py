@@ -24,6 +24,7 @@ from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 
 from . import outbox
 from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
+from .retention import IDEMPOTENCY_HOURS
 from .scope import TENANT_SQL, tenant_scope
 
 _CONFIG = text(
@@ -58,7 +59,7 @@ _LOCK_KEYS = text(
 _FIND_KEYS = text(
     "SELECT key, fingerprint, result FROM idempotency_keys "
     "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
-    "AND created_at > now() - interval '24 hours'"
+    "AND created_at > now() - make_interval(hours => :hours)"
 )
 # One statement, one round trip: history, current status, stage counts, outbox, keys.
 _RECORD = text(
@@ -119,7 +120,7 @@ keys AS (
        AS k(subject, key, fingerprint, result)
   ON CONFLICT (tenant_id, subject, key) DO UPDATE
     SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, created_at = now()
-    WHERE idempotency_keys.created_at <= now() - interval '24 hours'
+    WHERE idempotency_keys.created_at <= now() - make_interval(hours => :hours)
 )
 -- Each customer's newest outbox row: the cache generation the relay will set for it, which
 -- this process waits for before serving that customer from cache again (read-your-writes).
@@ -249,7 +250,7 @@ class SqlLifecycleRepository:
     ) -> dict[str, StoredResult]:
         params = {"t": tenant_id, "s": actor, "keys": list(keys)}
         await self.conn.execute(_LOCK_KEYS, params)
-        rows = await self.conn.execute(_FIND_KEYS, params)
+        rows = await self.conn.execute(_FIND_KEYS, {**params, "hours": IDEMPOTENCY_HOURS})
         return {r.key: StoredResult(r.fingerprint, result_from_json(r.result)) for r in rows}
 
     async def record(
@@ -265,6 +266,7 @@ class SqlLifecycleRepository:
             _RECORD,
             {
                 "t": tenant_id,
+                "hours": IDEMPOTENCY_HOURS,
                 "topic": AUDIT_TOPIC,
                 "ids": [x.id for x in ts],
                 "customer_ids": [x.customer_id for x in ts],

@@ -210,6 +210,8 @@ processed_events = Table(
     Column("tenant_id", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("processed_at", TS, nullable=False, server_default=func.now()),
+    # The relay leader's sweep forgets marks by age (migration 0007).
+    Index("ix_processed_events_processed_at", "processed_at"),
     PrimaryKeyConstraint("source", "event_id"),
 )
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from customer360.data.cache import invalidate
 from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.data.outbox import NOTIFY_CHANNEL
+from customer360.data.retention import forget_expired
 from customer360.data.scope import system_scope
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_STALLS, get_logger
 
@@ -140,12 +141,14 @@ class OutboxRelay:
         batch: int = 500,
         poll_seconds: float = 1.0,
         drain_timeout: float = DRAIN_TIMEOUT,
+        processed_retention_days: int = 14,
     ) -> None:
         self.engine = engine
         self.sinks = list(sinks)
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.drain_timeout = drain_timeout
+        self.processed_retention_days = processed_retention_days
 
     async def drain_once(self, conn: AsyncConnection, sink: Sink) -> int:
         """Publish one batch in outbox order, then mark it; rows stay pending if the sink
@@ -218,6 +221,7 @@ class OutboxRelay:
                 ticks += 1
                 if ticks % 60 == 1:  # about every five minutes
                     await self.sweep(conn)
+                    await forget_expired(conn, self.processed_retention_days)
             if n < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)

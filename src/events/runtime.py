@@ -125,7 +125,10 @@ async def background(
             sinks.insert(0, LazyKafkaSink(link))
             consume = _consume_when_ready(link, bootstrap, usecases)
             tasks.append(asyncio.create_task(consume))
-        tasks.append(asyncio.create_task(OutboxRelay(engine, sinks).run()))
+        relay = OutboxRelay(
+            engine, sinks, processed_retention_days=settings.processed_event_retention_days
+        )
+        tasks.append(asyncio.create_task(relay.run()))
         try:
             yield hub, link
         finally:
