@@ -32,7 +32,7 @@ from customer360.events.hub import Hub
 from customer360.events.runtime import KafkaLink, background
 from customer360.gql.limits import CLOSE_TOO_BIG, MAX_REQUEST_BYTES
 from customer360.gql.schema import build_schema
-from customer360.gql.view import STATIC, GraphQLApp
+from customer360.gql.view import STATIC, GraphQLApp, recheck_sockets
 from customer360.observability import (
     REGISTRY,
     REJECTED,
@@ -46,6 +46,9 @@ from customer360.tls import StrictTransportSecurity
 from customer360.usecases import UseCases
 
 log = get_logger("customer360.app")
+# How often the token keys are looked at (a file's stamp, a URL's age): cheap, and bounds
+# how long a withdrawn key stays accepted beyond its cache lifetime.
+KEY_CHECK_SECONDS = 30.0
 # c360_requests_rejected_total{reason} for a WebSocket message over the limit.
 REJECT_TOO_BIG = "ws_message_too_large"
 
@@ -169,6 +172,21 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def watch_token_keys(verifier: TokenVerifier, every: float) -> None:
+    """Picks up a changed JWKS (URL when due, file when rewritten); sockets whose token a
+    withdrawn key signed are closed (4403) at once."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            changed = await verifier.refresh_keys()
+        except Exception as exc:
+            log.warning("token keys refresh failed", error=type(exc).__name__)
+            continue
+        if changed:
+            closed = await recheck_sockets(verifier)
+            log.info("token keys changed", sockets_closed=closed)
+
+
 class Gateway(Starlette):
     """Starlette, with WebSockets on /graphql handed straight to the GraphQL app.
 
@@ -237,13 +255,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             on_commit=reads.note_written,  # this process never serves its own old writes
         )
         try:
+            verifier = TokenVerifier(settings)
             async with background(settings, engine, redis, usecases) as (hub, kafka):
                 app.state.services = Services(
-                    settings, engine, redis, TokenVerifier(settings), reads, hub, kafka, usecases
+                    settings, engine, redis, verifier, reads, hub, kafka, usecases
                 )
+                every = min(KEY_CHECK_SECONDS, settings.jwt_jwks_refresh_seconds)
+                watcher = asyncio.create_task(watch_token_keys(verifier, every))
                 log.info("started", env=settings.env, kafka=kafka is not None)
-                with gc_monitor():
-                    yield
+                try:
+                    with gc_monitor():
+                        yield
+                finally:
+                    watcher.cancel()
         finally:
             await graphql.socket_slots.close()  # this process's sockets stop counting now
             await redis.aclose()

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "customer360"
     jwt_jwks_url: str | None = None
     jwt_jwks_file: Path | None = None
+    # Longest a withdrawn key stays accepted when the JWKS URL sends no Cache-Control
+    # max-age (a shorter max-age wins, down to JWKS_MIN_AGE); a file is checked every tick.
+    jwt_jwks_refresh_seconds: float = Field(default=300.0, gt=0)
     jwt_allow_hs256: bool = False
     jwt_leeway_seconds: int = 30
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,27 +31,91 @@ from .principal import AuthError, Principal, permissions_for
 ASYMMETRIC = ["RS256", "ES256"]
 MAX_TOKEN_BYTES = 8192
 JWKS_REFRESH_COOLDOWN = 60.0
+JWKS_MIN_AGE = 10.0
 VERIFIED_CACHE = 4096
 
 
-class JwksCache:
-    """Keys from a JWKS URL: fetched once, refetched on an unknown kid at most once a minute."""
+class JwksUrl:
+    """Keys from a JWKS URL: refetched once they are older than the response's
+    Cache-Control max-age (at most `max_age`), and on an unknown kid at most once a minute."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_age: float) -> None:
         self.url = url
+        self.max_age = self.ttl = max_age
         self.keys: KeySet | None = None
+        self.document = ""
         self.fetched_at = 0.0
 
     async def get(self, kid: str | None) -> KeySet:
         known = self.keys is not None and (kid is None or any(k.kid == kid for k in self.keys.keys))
         stale = time.monotonic() - self.fetched_at > JWKS_REFRESH_COOLDOWN
         if self.keys is None or (not known and stale):
-            async with httpx.AsyncClient(timeout=5.0) as client:
-                resp = await client.get(self.url)
-                resp.raise_for_status()
-            self.keys = KeySet.import_key_set(resp.json())
-            self.fetched_at = time.monotonic()
+            await self._fetch()
+        assert self.keys is not None
         return self.keys
+
+    async def refresh(self) -> bool:
+        """Refetch when due; True when the key set changed."""
+        if self.keys is not None and time.monotonic() - self.fetched_at < self.ttl:
+            return False
+        before = self.document
+        await self._fetch()
+        return bool(before) and self.document != before
+
+    async def _fetch(self) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            resp = await client.get(self.url)
+            resp.raise_for_status()
+        document = resp.json()
+        self.keys = KeySet.import_key_set(document)
+        self.document = json.dumps(document, sort_keys=True)
+        self.fetched_at = time.monotonic()
+        self.ttl = _max_age(resp.headers.get("cache-control", ""), self.max_age)
+
+
+def _max_age(cache_control: str, ceiling: float) -> float:
+    """How long fetched keys may be kept: the response's max-age within [JWKS_MIN_AGE,
+    ceiling]; no-store or no-cache as briefly as allowed; the ceiling when it says nothing."""
+    directives = cache_control.lower()
+    if "no-store" in directives or "no-cache" in directives:
+        return JWKS_MIN_AGE
+    match = re.search(r"(?:^|,)\s*max-age\s*=\s*(\d+)", directives)
+    if match is None:
+        return ceiling
+    return min(max(float(match.group(1)), JWKS_MIN_AGE), ceiling)
+
+
+class JwksFile:
+    """Keys from a JWKS file, read again whenever it changes (a key withdrawn by rewriting
+    the file stops being accepted at the next check)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stamp: tuple[float, int] | None = None
+        self.document = ""
+        self.keys = self._load()
+
+    def _load(self) -> KeySet:
+        stat = self.path.stat()
+        text = self.path.read_text()
+        document = json.loads(text)
+        keys = KeySet.import_key_set(document)
+        self.stamp, self.document = (
+            (stat.st_mtime, stat.st_size),
+            json.dumps(document, sort_keys=True),
+        )
+        return keys
+
+    async def get(self, kid: str | None) -> KeySet:
+        return self.keys
+
+    async def refresh(self) -> bool:
+        stat = self.path.stat()
+        if (stat.st_mtime, stat.st_size) == self.stamp:
+            return False
+        before = self.document
+        self.keys = self._load()
+        return self.document != before
 
 
 class TokenVerifier:
@@ -64,20 +130,30 @@ class TokenVerifier:
             tenant_id={"essential": True},
         )
         self._verified: dict[str, Principal] = {}
-        self.jwks: JwksCache | None = None
-        self.static_keys: KeySet | None = None
+        self.keys: JwksUrl | JwksFile | None = None
         self.hmac: OctKey | None = None
+        # Moves on whenever the key set changes: tokens verified before are checked again.
+        self.generation = 0
         if settings.jwt_jwks_file is not None:
-            self.static_keys = KeySet.import_key_set(json.loads(settings.jwt_jwks_file.read_text()))
+            self.keys = JwksFile(settings.jwt_jwks_file)
         elif settings.jwt_jwks_url:
-            self.jwks = JwksCache(settings.jwt_jwks_url)
+            self.keys = JwksUrl(settings.jwt_jwks_url, settings.jwt_jwks_refresh_seconds)
         secret = settings.hs256_secret
         if secret is not None:
             self.hmac = OctKey.import_key(secret)
 
     @property
     def configured(self) -> bool:
-        return bool(self.jwks or self.static_keys or self.hmac)
+        return bool(self.keys or self.hmac)
+
+    async def refresh_keys(self) -> bool:
+        """Pick up a changed key set (JWKS URL when due, file when rewritten); True when it
+        changed, and then no token verified before is taken on trust any more."""
+        if self.keys is None or not await self.keys.refresh():
+            return False
+        self.generation += 1
+        self._verified.clear()
+        return True
 
     async def verify(self, token: str) -> Principal:
         """The token's principal; a token verified before is not re-checked until it expires."""
@@ -99,10 +175,8 @@ class TokenVerifier:
             header = _peek_header(token)
             if self.hmac is not None:
                 decoded = jwt.decode(token, self.hmac, algorithms=["HS256"])
-            elif self.static_keys is not None:
-                decoded = jwt.decode(token, self.static_keys, algorithms=ASYMMETRIC)
-            elif self.jwks is not None:
-                keys = await self.jwks.get(header.get("kid"))
+            elif self.keys is not None:
+                keys = await self.keys.get(header.get("kid"))
                 decoded = jwt.decode(token, keys, algorithms=ASYMMETRIC)
             else:
                 raise AuthError(401, "No token check is configured")

@@ -26,6 +26,7 @@ from strawberry.types.graphql import OperationType
 from customer360.auth.http import authenticate
 from customer360.auth.principal import AuthError
 from customer360.auth.sockets import SocketSlots
+from customer360.auth.tokens import TokenVerifier
 from customer360.observability import REJECTED
 
 from .context import Context
@@ -33,6 +34,7 @@ from .responses import GraphQLResponseSend, prefers_graphql_response, transport_
 from .wslimits import (
     CLOSE_FORBIDDEN,
     CLOSE_TOO_MANY,
+    OPEN_SOCKETS,
     REJECT_REINIT,
     REJECT_TOO_MANY_SOCKETS,
     LegacyWSHandler,
@@ -82,14 +84,42 @@ def _forget_handshake(websocket: WebSocket | None) -> None:
             setattr(protocol, name, None)
 
 
-def _expire(context: Context) -> None:
+def _expire(context: Context, reason: str = "Token expired") -> None:
     """At the token's expiry: close the socket (4403), whatever it is doing then."""
     websocket = context.websocket
     if websocket is None or websocket.client_state is WebSocketState.DISCONNECTED:
         return
-    task = asyncio.create_task(context.close_socket(4403, "Token expired"))
+    task = asyncio.create_task(context.close_socket(CLOSE_FORBIDDEN, reason))
     _CLOSING.add(task)
     task.add_done_callback(_CLOSING.discard)
+
+
+def _socket_headers(context: Context) -> dict[str, str]:
+    """The connection_init payload as the request headers it stands for."""
+    params = context.connection_params or {}
+    headers = {}
+    for key in ("Authorization", "authorization"):
+        if isinstance(params.get(key), str):
+            headers["authorization"] = params[key]
+            break
+    for key in ("X-Tenant-Id", "x-tenant-id"):
+        if isinstance(params.get(key), str):
+            headers["x-tenant-id"] = params[key]
+            break
+    return headers
+
+
+async def recheck_sockets(verifier: TokenVerifier) -> int:
+    """After the token keys changed: every open socket whose token no longer verifies (its
+    key withdrawn) is closed with 4403, as at its expiry; returns how many."""
+    closed = 0
+    for context in list(OPEN_SOCKETS.values()):
+        try:
+            await authenticate(verifier, _socket_headers(context))
+        except AuthError as err:
+            _expire(context, err.message)
+            closed += 1
+    return closed
 
 
 _ENCODED: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
@@ -216,20 +246,10 @@ class GraphQLApp(GraphQL[Context, None]):
             # graphql-ws lets a client init again; each init would take another slot.
             raise SocketRefused(CLOSE_TOO_MANY, "Too many initialisation requests", REJECT_REINIT)
         _forget_handshake(context.websocket)
-        params = context.connection_params or {}
-        headers = {}
-        for key in ("Authorization", "authorization"):
-            if isinstance(params.get(key), str):
-                headers["authorization"] = params[key]
-                break
-        for key in ("X-Tenant-Id", "x-tenant-id"):
-            if isinstance(params.get(key), str):
-                headers["x-tenant-id"] = params[key]
-                break
         assert context.websocket is not None
         services = context.websocket.app.state.services
         try:
-            principal = await authenticate(services.verifier, headers)
+            principal = await authenticate(services.verifier, _socket_headers(context))
         except AuthError as err:
             # Only the short fixed message: the error never carries the token.
             raise SocketRefused(CLOSE_FORBIDDEN, err.message, "ws_" + err.code.lower()) from None
@@ -238,6 +258,7 @@ class GraphQLApp(GraphQL[Context, None]):
             raise SocketRefused(CLOSE_TOO_MANY, "Too many open sockets", REJECT_TOO_MANY_SOCKETS)
         context.socket_slot = slot
         context.authenticate(principal)
+        OPEN_SOCKETS[id(context)] = context
         # A timer, not a task per socket; cancelled when the socket closes (wslimits.py).
         loop = asyncio.get_running_loop()
         left = max(0.0, principal.expires_at - time.time())

@@ -71,8 +71,13 @@ def over_the_limit(
     return too_many_operations(limit)
 
 
+# This process's authenticated sockets, for checks that reach all of them (withdrawn keys).
+OPEN_SOCKETS: dict[int, Context] = {}
+
+
 def _release_slot(context: Context) -> None:
     """The socket is done: its budget slot and its expiry timer go."""
+    OPEN_SOCKETS.pop(id(context), None)
     if context.socket_slot is not None:
         context.socket_slot.release()
     if context.expiry is not None:
