@@ -169,10 +169,26 @@ def seed_cmd(
     tenant: Annotated[str, typer.Option(help="Tenant to fill")] = DEMO_TENANT,
     customers: Annotated[int, typer.Option(help="How many customers", min=0)] = 200,
 ) -> None:
-    """Load realistic demo or load-test data, with a progress bar."""
+    """Load realistic demo or load-test data, with a progress bar; then ANALYZE it."""
     s = _settings()
     n = _run_seed(_need(s.database_url, "C360_DATABASE_URL"), tenant, customers, s)
+    _analyze(s)
     err.print(f"seeded {n} customers into tenant {tenant}")
+
+
+# An ingest run this large ends with ANALYZE, as a seed does.
+INGEST_ANALYZE_MIN = 1000
+
+
+def _analyze(settings: Settings) -> None:
+    """Planner statistics for what a bulk load just wrote (as the tables' owner)."""
+    from customer360.data.db import analyze
+
+    async def go() -> None:
+        async with _engine(_owner_url(settings), pool_size=1, max_overflow=0) as engine:
+            await analyze(engine)
+
+    asyncio.run(go())
 
 
 @app.command()
@@ -205,6 +221,8 @@ def ingest(
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if tally["applied"] >= INGEST_ANALYZE_MIN:
+        _analyze(s)
     print(" ".join(f"{k}={v}" for k, v in tally.items()))
     raise typer.Exit(2 if tally["rejected"] else 0)
 
@@ -411,6 +429,7 @@ def dev(
 
         if not asyncio.run(has_demo()):
             _run_seed(db, DEMO_TENANT, demo_customers, settings)
+            _analyze(settings)
         base = f"{'https' if settings.tls_terminated else 'http'}://{host}:{port}"
         err.print(f"\n[bold]Customer360 gateway[/bold]  GraphiQL: {base}/graphql\n")
         for role in ROLES:

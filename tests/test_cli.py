@@ -214,8 +214,20 @@ async def test_migrate_and_seed_build_a_consistent_tenant(pg_server_url: str) ->
                     )
                 )
             ).scalar()
+            # and the planner knows what was loaded (no waiting for autovacuum)
+            analysed = dict(
+                (
+                    await c.execute(
+                        text(
+                            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                            "WHERE relname IN ('customers', 'lifecycle_history')"
+                        )
+                    )
+                ).all()
+            )
         assert counts == actual and sum(counts.values()) == 300
         assert broken == 0
+        assert analysed == {"customers": True, "lifecycle_history": True}
         # and the history chain verifies, until a superuser rewrites one row behind the
         # triggers' back: then verify fails naming the tenant and that row
         out = run(["audit", "verify"], env)
