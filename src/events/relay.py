@@ -64,6 +64,12 @@ class DrainStalled(Exception):
     client are suspect, so the leader starts afresh."""
 
 
+class DrainInterrupted(Exception):
+    """A drain ended in a cancellation nobody asked for: a client library cancelled a future
+    it had handed out (aiokafka does so to in-flight batches when it reconnects). That is a
+    failed publish to retry, never a reason for the relay to stop."""
+
+
 class KafkaSink:
     name, column = "kafka", "published_at"
 
@@ -123,6 +129,12 @@ _SELECT = (
 _MARK = "UPDATE outbox SET {col} = now() WHERE id = ANY(:ids)"
 
 
+def _asked_to_stop() -> bool:
+    """Whether this task itself is being cancelled (its owner stops it)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class OutboxRelay:
     """One leader per sink across all processes, each on a connection of its own.
 
@@ -176,7 +188,12 @@ class OutboxRelay:
                     await conn.invalidate()
                     await conn.close()
             except asyncio.CancelledError:
-                raise
+                if _asked_to_stop():
+                    raise
+                # A stray cancellation from inside a library must not end the relay
+                # silently: every committed change would wait for a restart.
+                log.error("relay loop interrupted; starting again", sink=sink.name)
+                await asyncio.sleep(1.0)
             except DrainStalled:
                 await sink.reset()
             except Exception as exc:
@@ -238,6 +255,8 @@ class OutboxRelay:
             task.cancel()
             raise
         if task in done:
+            if task.cancelled():
+                raise DrainInterrupted(sink.name)
             return task.result()
         OUTBOX_STALLS.labels(sink.name).inc()
         log.error("relay drain stalled; abandoned", sink=sink.name, seconds=self.drain_timeout)

@@ -154,3 +154,54 @@ async def test_a_drain_that_neither_fails_nor_finishes_is_seen_and_recovered(
             await engine.dispose()
     assert stalls() == before + 1
     assert sink.resets == 1 and sink.calls >= 2 and len(sink.published) == 1
+
+
+class _Interrupted:
+    """A sink whose first publish awaits a future its client library then cancels (as
+    aiokafka does to in-flight batches when it reconnects to a broker that came back)."""
+
+    name, column = "interrupted", "redis_published_at"
+
+    def __init__(self) -> None:
+        self.calls, self.published = 0, []
+
+    async def publish(self, rows) -> None:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 1:
+            batch: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.2, batch.cancel)
+            await batch
+        self.published.extend(r.id for r in rows)
+
+    async def reset(self) -> None:
+        return None
+
+
+async def test_a_cancellation_from_inside_a_sink_does_not_stop_the_relay(
+    pg_server_url: str, settings: Settings
+) -> None:
+    from customer360.data.db import make_engine
+    from customer360.data.keys import TenantKeys
+    from customer360.events.relay import OutboxRelay
+    from tests.conftest import scratch_database
+
+    async with scratch_database(pg_server_url, "c360_intr") as url:
+        engine = make_engine(url, keys=TenantKeys(settings.keyring()))
+        sink = _Interrupted()
+        relay = asyncio.create_task(OutboxRelay(engine, [sink]).run())
+        try:
+            # given a committed change whose first publish is cancelled under the relay
+            await apply_event(engine, created_event(f"t-{uuid.uuid4().hex[:8]}"))
+
+            async def out() -> bool:
+                return bool(sink.published)
+
+            # then the relay retries it instead of ending without a word
+            await wait_for(out, 20)
+            assert not relay.done()
+        finally:
+            relay.cancel()
+            with contextlib.suppress(BaseException):
+                await relay
+            await engine.dispose()
+    assert sink.calls >= 2 and len(sink.published) == 1
