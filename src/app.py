@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,8 +33,8 @@ from customer360.events.runtime import KafkaLink, background
 from customer360.gql.limits import CLOSE_TOO_BIG, MAX_REQUEST_BYTES
 from customer360.gql.schema import build_schema
 from customer360.gql.view import STATIC, GraphQLApp, recheck_sockets
+from customer360.metrics import exposition, process_metrics
 from customer360.observability import (
-    REGISTRY,
     REJECTED,
     MetricsMiddleware,
     gc_monitor,
@@ -145,7 +145,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def favicon(request: Request) -> Response:
@@ -264,8 +264,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 watcher = asyncio.create_task(watch_token_keys(verifier, every))
                 log.info("started", env=settings.env, kafka=kafka is not None)
                 try:
-                    with gc_monitor():
-                        yield
+                    async with process_metrics():
+                        with gc_monitor():
+                            yield
                 finally:
                     watcher.cancel()
         finally:

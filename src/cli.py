@@ -366,6 +366,9 @@ def serve(
         for p in problems:
             err.print(f"[red]refusing to start:[/red] {p}")
         raise typer.Exit(1)
+    from customer360.metrics import prepare_workers
+
+    prepare_workers(workers)  # before anything imports prometheus-client
     from customer360.observability import configure_logging
 
     configure_logging(s.log_level)

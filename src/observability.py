@@ -41,9 +41,19 @@ EVENTS_CONSUMED = Counter(
     ["topic", "outcome"],
     registry=REGISTRY,
 )
-OUTBOX_PENDING = Gauge("c360_outbox_pending", "Outbox rows not yet published", registry=REGISTRY)
+# multiprocess_mode: how workers' values combine when one server runs several (metrics.py);
+# only the relay leader measures the outbox, the others report 0.
+OUTBOX_PENDING = Gauge(
+    "c360_outbox_pending",
+    "Outbox rows not yet published",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 OUTBOX_LAG = Gauge(
-    "c360_outbox_lag_seconds", "Age of the oldest unpublished outbox row", registry=REGISTRY
+    "c360_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox row",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 OUTBOX_STALLS = Counter(
     "c360_outbox_stalls_total",
@@ -51,11 +61,17 @@ OUTBOX_STALLS = Counter(
     ["sink"],
     registry=REGISTRY,
 )
-SUBSCRIPTIONS = Gauge("c360_subscriptions_active", "Open GraphQL subscriptions", registry=REGISTRY)
+SUBSCRIPTIONS = Gauge(
+    "c360_subscriptions_active",
+    "Open GraphQL subscriptions",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 SUBSCRIPTION_GROUPS = Gauge(
     "c360_subscription_groups",
     "Shared executions serving identical subscriptions",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 REJECTED = Counter(
     "c360_requests_rejected_total",
