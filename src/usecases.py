@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
@@ -36,7 +36,12 @@ from customer360.lifecycle import (
 from customer360.lifecycle.service import Clock
 from customer360.observability import REJECTED
 
-__all__ = ["EventRejected", "Limiter", "Outcome", "Updated", "UseCases"]
+__all__ = ["BackendUnavailable", "EventRejected", "Limiter", "Outcome", "Updated", "UseCases"]
+
+
+class BackendUnavailable(Exception):
+    """PostgreSQL could not be reached (restarting, failing over): the event is fine and
+    must be applied later, never dead-lettered for it."""
 
 
 class Limiter(Protocol):
@@ -147,6 +152,12 @@ class UseCases:
         except (DataError, IntegrityError) as exc:
             # The database refused this event's values; its transaction rolled back.
             raise EventRejected(f"not storable: {type(exc.orig).__name__}") from None
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise BackendUnavailable(type(exc).__name__) from exc
+            raise
         return outcome
 
     async def erase(self, tenant_id: str, customer_id: uuid.UUID | None) -> int:

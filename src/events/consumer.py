@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from customer360.observability import EVENTS_CONSUMED, get_logger
-from customer360.usecases import EventRejected, UseCases
+from customer360.usecases import BackendUnavailable, EventRejected, UseCases
 
 from .kafka import CONSUMED_TOPICS, GROUP_ID
 from .ownership import Ownership
@@ -135,6 +135,19 @@ class EventConsumer:
         where = (record.topic, record.partition, record.offset)
         try:
             await self.apply(record)
+        except BackendUnavailable as exc:
+            # Our outage, not the event's fault: retried from the same offset for as long as
+            # it lasts (a PostgreSQL restart took longer than every retry used to allow).
+            tries = self._tries[where] = self._tries.get(where, 0) + 1
+            log.warning(
+                "database unavailable; event waits",
+                topic=record.topic,
+                offset=record.offset,
+                error=str(exc),
+                tries=tries,
+            )
+            own.consumer.seek(tp, record.offset)
+            return min(self.retry_base * 2.0**tries, 5.0)
         except Exception as exc:
             tries = self._tries[where] = self._tries.get(where, 0) + 1
             if tries < MAX_TRIES:

@@ -232,3 +232,17 @@ async def test_one_event_reads_and_locks_the_configuration_once(
     finally:
         sa_event.remove(engine.sync_engine, "before_cursor_execute", record)
     assert len(seen) == 2  # the shared lock, then the configuration; the move reuses both
+
+
+async def test_an_unreachable_database_is_an_outage_to_wait_out_not_a_bad_event(tenant) -> None:
+    from customer360.auth.ratelimit import Unlimited
+    from customer360.data.db import make_engine
+    from customer360.devstack import free_port
+    from customer360.usecases import BackendUnavailable, UseCases
+
+    engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere")
+    try:
+        with pytest.raises(BackendUnavailable):
+            await UseCases(engine, limiter=Unlimited()).apply_event(created_event(tenant))
+    finally:
+        await engine.dispose()

@@ -478,3 +478,45 @@ async def test_a_member_stopped_mid_batch_commits_exactly_what_it_applied(
     applied = member.outcomes.get("applied", 0)
     assert 30 <= applied < 240
     assert sum(o or 0 for o in offsets) == applied
+
+
+async def test_an_event_waits_out_a_database_outage_however_long_and_is_never_dead_lettered(
+    engine: AsyncEngine, tenant: str, kafka_bootstrap: str, make_customer
+) -> None:
+    from aiokafka import TopicPartition
+
+    from customer360.usecases import BackendUnavailable
+
+    cid = await make_customer()
+    real = use_cases(engine)
+
+    class Restarting:
+        """PostgreSQL restarting for longer than every retry of a bad event: then back."""
+
+        calls = 0
+
+        async def apply_event(self, *args: object, **kwargs: object) -> object:
+            self.calls += 1
+            if self.calls <= 8:
+                raise BackendUnavailable("ConnectionRefusedError")
+            return await real.apply_event(*args, **kwargs)  # type: ignore[arg-type]
+
+    ev = renewed_event(tenant, cid)
+    record = ConsumerRecord(
+        "contract.renewed", 0, 11, 0, 0, None, json.dumps(ev).encode(), None, 0, 0, ()
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        consumer = EventConsumer(kafka_bootstrap, Restarting(), producer)  # type: ignore[arg-type]
+        consumer.retry_base = 0.001
+        fake = _Seeks()
+        own = Ownership(fake)  # type: ignore[arg-type]
+        tp = TopicPartition("contract.renewed", 0)
+        outcomes = [await consumer._partition(own, own.epoch, tp, [record]) for _ in range(9)]
+    finally:
+        await producer.stop()
+    # then it was retried from its offset through the outage and applied once it ended
+    assert outcomes == [None] * 8 + [12]
+    assert fake.seeks == [11] * 8
+    assert await version_and_renewals(engine, cid) == (2, 1)
