@@ -343,8 +343,8 @@ class Subscriber:
                 await asyncio.sleep(0.5)
 
 
-async def settle(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def settle(check: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):  # a server of the stack may be down right now
             if await check():
@@ -358,7 +358,8 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
     stack.start()
     try:
         env = stack.env()
-        subprocess.run(
+        await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "customer360.cli", "migrate"],
             env=env,
             cwd=ROOT,
@@ -420,7 +421,6 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
 
         async def fault(name: str, action: Any) -> None:
             await asyncio.sleep(step)
-            began = time.monotonic()
             await action()
             faults.append((name, round(time.time() - load.started, 1)))
             print(f"fault: {name} ({faults[-1][1]} s)", flush=True)
@@ -489,7 +489,8 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
                 return (
                     await c.execute(
                         text(
-                            "SELECT count(*) FROM outbox WHERE published_at IS NULL OR redis_published_at IS NULL"
+                            "SELECT count(*) FROM outbox "
+                            "WHERE published_at IS NULL OR redis_published_at IS NULL"
                         )
                     )
                 ).scalar() == 0
@@ -537,7 +538,8 @@ async def verdict(
             (
                 await c.execute(
                     text(
-                        "SELECT id::text, extract(epoch FROM changed_at)::float8 FROM lifecycle_history "
+                        "SELECT id::text, extract(epoch FROM changed_at)::float8 "
+                        "FROM lifecycle_history "
                         "WHERE tenant_id = :t AND from_stage IS NOT NULL"
                     ),
                     {"t": TENANT},
@@ -548,7 +550,8 @@ async def verdict(
             (
                 await c.execute(
                     text(
-                        "SELECT id::text, count(*) FROM lifecycle_history WHERE id::text = ANY(:ids) GROUP BY id"
+                        "SELECT id::text, count(*) FROM lifecycle_history "
+                        "WHERE id::text = ANY(:ids) GROUP BY id"
                     ),
                     {"ids": list(load.accepted)},
                 )
@@ -571,7 +574,8 @@ async def verdict(
                 )
             ).all()
         )
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "customer360.cli", "audit", "verify"],
         env=stack.env(),
         cwd=ROOT,
