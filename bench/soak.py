@@ -294,8 +294,10 @@ class Load:
 class Subscriber:
     """A live list that resumes with the last cursor on every reconnection."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.seen, self.twice, self.since, self.cursor = url, set(), 0, None, None
+    def __init__(self, url: str, name: str) -> None:
+        # A principal each: the gateway admits 20 sockets per principal (4429 past that).
+        self.url, self.name = url, name
+        self.seen, self.twice, self.since, self.cursor = set(), 0, None, None
         self.ended = 0
 
     async def run(self) -> None:
@@ -309,11 +311,12 @@ class Subscriber:
                         json.dumps(
                             {
                                 "type": "connection_init",
-                                "payload": {"Authorization": f"Bearer {token('watcher')}"},
+                                "payload": {"Authorization": f"Bearer {token(self.name)}"},
                             }
                         )
                     )
-                    await ws.recv()
+                    if json.loads(await ws.recv())["type"] != "connection_ack":
+                        raise ConnectionError("not admitted")
                     await ws.send(
                         json.dumps(
                             {
@@ -393,7 +396,7 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
         await keyed.dispose()
         urls = [stack.gateway("a"), stack.gateway("b")]
         load = Load(urls, stack.bootstrap, customers)
-        subscribers = [Subscriber(urls[i % 2]) for i in range(sockets)]
+        subscribers = [Subscriber(urls[i % 2], f"watcher-{i}") for i in range(sockets)]
         tasks = [asyncio.create_task(s.run()) for s in subscribers]
         audit = asyncio.create_task(load.audit_reader())
         await asyncio.sleep(2)
@@ -613,6 +616,7 @@ async def verdict(
         "history_rows_without_audit_event": len(no_audit),
         "audit_duplicates_same_id": audit_duplicates,
         "subscribers": len(subscribers),
+        "subscribers_never_admitted": sum(s.since is None for s in subscribers),
         "changes_owed_not_seen": owed_missing,
         "changes_seen_twice_by_a_subscriber": sub_twice,
         "subscriptions_ended_by_the_server": sum(s.ended for s in subscribers),
@@ -630,7 +634,8 @@ async def verdict(
     }
     print(json.dumps(figures, indent=2), flush=True)
     ok = (
-        not missing_history
+        all(s.since is not None for s in subscribers)
+        and not missing_history
         and not no_audit
         and owed_missing == 0
         and sub_twice == 0
