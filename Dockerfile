@@ -28,8 +28,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 # The runtime dependencies exactly as locked (hash-checked), in a layer of their own so that
 # a code change does not reinstall them; no dev/test extras, no faker.
-COPY requirements/runtime.txt requirements/runtime.txt
-RUN pip install --require-hashes -r requirements/runtime.txt
+COPY requirements.txt requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 # .dockerignore keeps tests, the local .venv, .git and caches out of the context.
 COPY . .
 # The package itself; its build backend is pinned in pyproject.toml.
