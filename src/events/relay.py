@@ -124,8 +124,13 @@ class RedisSink:
 # publish make the other skip rows and publish out of order.
 _SELECT = (
     "SELECT id, tenant_id, topic, key, payload, history_seq FROM outbox "
-    "WHERE {col} IS NULL ORDER BY id LIMIT :n"
+    "WHERE {col} IS NULL ORDER BY {order} LIMIT :n"
 )
+# Live subscribers resume by position (`seq`, given at commit, in commit order per tenant):
+# the Redis sink publishes in that order, so no socket sees a later position before an
+# earlier one and resumes past it. Kafka keeps outbox order (one customer's changes are
+# written one after another, so theirs is kept either way).
+_ORDER = {"redis_published_at": "history_seq NULLS FIRST, id"}
 _MARK = "UPDATE outbox SET {col} = now() WHERE id = ANY(:ids)"
 
 
@@ -165,7 +170,9 @@ class OutboxRelay:
     async def drain_once(self, conn: AsyncConnection, sink: Sink) -> int:
         """Publish one batch in outbox order, then mark it; rows stay pending if the sink
         fails, and a crash between publish and mark re-publishes (never loses)."""
-        result = await conn.execute(text(_SELECT.format(col=sink.column)), {"n": self.batch})
+        order = _ORDER.get(sink.column, "id")
+        sql = _SELECT.format(col=sink.column, order=order)
+        result = await conn.execute(text(sql), {"n": self.batch})
         rows = [OutboxRow(*r) for r in result]
         if not rows:
             return 0

@@ -205,3 +205,51 @@ async def test_a_cancellation_from_inside_a_sink_does_not_stop_the_relay(
                 await relay
             await engine.dispose()
     assert sink.calls >= 2 and len(sink.published) == 1
+
+
+class _Recording:
+    name, column = "redis", "redis_published_at"
+
+    def __init__(self) -> None:
+        self.seqs: list[int | None] = []
+
+    async def publish(self, rows) -> None:  # type: ignore[no-untyped-def]
+        self.seqs.extend(r.history_seq for r in rows)
+
+    async def reset(self) -> None:
+        return None
+
+
+async def test_live_subscribers_get_changes_in_position_order_whatever_the_outbox_order(
+    pg_server_url: str,
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from customer360.events.relay import OutboxRelay
+    from tests.conftest import scratch_database
+
+    # a database of its own: no other relay drains it
+    async with scratch_database(pg_server_url, "c360_order") as url:
+        engine = create_async_engine(url)
+        try:
+            # given two changes whose outbox rows are in the opposite order of their positions
+            # (the first insert committed last), and a cache-only row
+            async with engine.begin() as c:
+                for seq in (902, 901, None):
+                    await c.execute(
+                        text(
+                            "INSERT INTO outbox (tenant_id, topic, key, payload, history_seq) "
+                            "VALUES ('t', :topic, 'k', '{}', :seq)"
+                        ),
+                        {"seq": seq, "topic": "audit.lifecycle.updated" if seq else "x"},
+                    )
+            # when the Redis sink's relay drains them
+            sink = _Recording()
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                assert await OutboxRelay(engine, [sink]).drain_once(conn, sink) == 3
+        finally:
+            await engine.dispose()
+    # then subscribers get them by position (the cache-only row first: it only invalidates)
+    assert sink.seqs == [None, 901, 902]
