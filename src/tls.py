@@ -32,7 +32,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     # X-Forwarded-Proto and X-Forwarded-For from the listed proxies only; from anybody else
     # they are ignored (uvicorn trusts 127.0.0.1 by default: not here).
     options["proxy_headers"] = bool(settings.tls_proxy)
-    options["forwarded_allow_ips"] = list(settings.tls_proxy) or []
+    options["forwarded_allow_ips"] = list(settings.tls_proxy)
     return options
 
 

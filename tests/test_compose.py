@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import compose
 
@@ -56,11 +58,8 @@ def test_the_stack_has_what_production_needs() -> None:
     }
 
 
-def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> None:
-    import json
-
-    from sqlalchemy import make_url
-
+def resolved_stack() -> dict[str, Any]:
+    """docker-compose.yml as Docker Compose resolves it (defaults filled in), as JSON."""
     out = subprocess.run(
         [str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
         capture_output=True,
@@ -69,7 +68,15 @@ def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> 
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin"},
     )
-    stack = json.loads(out.stdout)
+    assert out.returncode == 0, out.stderr
+    stack: dict[str, Any] = json.loads(out.stdout)
+    return stack
+
+
+def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> None:
+    from sqlalchemy import make_url
+
+    stack = resolved_stack()
     env = stack["services"]["gateway"]["environment"]
     app = make_url(env["C360_DATABASE_URL"]).username
     owner = make_url(env["C360_MIGRATION_DATABASE_URL"]).username
@@ -84,19 +91,10 @@ def test_the_gateway_connects_as_a_role_that_row_level_security_applies_to() -> 
 
 def test_the_stack_serves_https_only_and_trusts_its_own_proxy() -> None:
     import ipaddress
-    import json
 
     from customer360.settings import Settings
 
-    out = subprocess.run(
-        [str(BINARY), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-    stack = json.loads(out.stdout)
+    stack = resolved_stack()
     gateway = stack["services"]["gateway"]
     # the gateway publishes nothing: clients reach it through the TLS proxy
     assert not gateway.get("ports")
