@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.lifecycle import StageConfig
 
-from .cache import Cache
+from .cache import SUMMARY_TTL, Cache
 from .crypto import TenantCipher
 from .customers import SEALED
 from .keys import keys_of
@@ -115,7 +115,10 @@ class Reads:
         self.cache = cache
         self.config_ttl = config_ttl
         self._configs: dict[str, tuple[float, StageConfig]] = {}
-        self._counting: dict[str, asyncio.Future[dict[str, int]]] = {}
+        # tenant -> (generation, started, count): a reader whose Redis miss raced the store of
+        # the same generation shares the count instead of querying again; never for longer
+        # than Redis would keep it
+        self._counting: dict[str, tuple[str, float, asyncio.Future[dict[str, int]]]] = {}
 
     def note_written(self, tenant_id: str, customer_ids: Mapping[uuid.UUID, int]) -> None:
         """Called at commit by this process's units of work (read-your-writes)."""
@@ -262,12 +265,20 @@ class Reads:
             return counts
         if gen is None:  # this process just wrote here, or Redis is away: ask PostgreSQL
             return await self._stage_counts(tenant_id)
-        flight = self._counting.get(tenant_id)
-        if flight is None:
+        now = time.monotonic()
+        known = self._counting.get(tenant_id)
+        if known is not None and known[0] == gen and now - known[1] < SUMMARY_TTL:
+            flight = known[2]
+        else:
             flight = asyncio.ensure_future(self._count_and_store(tenant_id, gen))
-            self._counting[tenant_id] = flight
-            flight.add_done_callback(lambda _: self._counting.pop(tenant_id, None))
+            self._counting[tenant_id] = (gen, now, flight)
+            flight.add_done_callback(lambda f: self._forget_failed(tenant_id, f))
         return await asyncio.shield(flight)
+
+    def _forget_failed(self, tenant_id: str, flight: asyncio.Future[dict[str, int]]) -> None:
+        known = self._counting.get(tenant_id)
+        if known is not None and known[2] is flight and (flight.cancelled() or flight.exception()):
+            del self._counting[tenant_id]
 
     async def _count_and_store(self, tenant_id: str, gen: str | None) -> dict[str, int]:
         assert self.cache is not None
