@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 uv=${UV:-.venv/bin/uv}
 common=(--quiet --universal --python-version 3.11 --generate-hashes --no-header --annotation-style line)
-# Everything a developer and CI install (the extras embedded, seed and dev).
+# Everything a developer and CI install (the extras embedded, seed, tracing and dev).
 "$uv" pip compile pyproject.toml --extra dev "${common[@]}" -o requirements-dev.txt "$@"
-# The production image: runtime dependencies only, at the very versions of the dev lock.
-"$uv" pip compile pyproject.toml "${common[@]}" -c requirements-dev.txt -o requirements.txt "$@"
+# The production image: runtime dependencies and tracing (off unless OTEL_* asks for it), at
+# the very versions of the dev lock.
+"$uv" pip compile pyproject.toml --extra tracing "${common[@]}" -c requirements-dev.txt -o requirements.txt "$@"

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,6 +30,7 @@ from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.events.hub import Hub
 from customer360.events.runtime import KafkaLink, background
+from customer360.gql.fastpath import FastPath
 from customer360.gql.limits import CLOSE_TOO_BIG, MAX_REQUEST_BYTES
 from customer360.gql.schema import build_schema
 from customer360.gql.view import STATIC, GraphQLApp, recheck_sockets
@@ -43,7 +44,11 @@ from customer360.observability import (
 from customer360.openapi import SPEC
 from customer360.settings import Settings
 from customer360.tls import StrictTransportSecurity
+from customer360.tracing import configure as configure_tracing
 from customer360.usecases import UseCases
+
+if TYPE_CHECKING:
+    from customer360.tracing import Tracing
 
 log = get_logger("customer360.app")
 # How often the token keys are looked at (a file's stamp, a URL's age): cheap, and bounds
@@ -63,6 +68,7 @@ class Services:
     hub: Hub
     kafka: KafkaLink | None
     usecases: UseCases
+    tracing: Tracing | None = None
 
 
 class BodyLimit:
@@ -214,24 +220,32 @@ class Gateway(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> Starlette:
+    """The gateway; `tracing` is what customer360.tracing.configure made (the tests hand
+    their own), else it is made here from the settings: None, nothing traced, by default."""
     settings = settings or Settings()
     problems = settings.production_problems()
     if problems:
         raise RuntimeError("refusing a production start: " + "; ".join(problems))
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("C360_DATABASE_URL and C360_REDIS_URL must be set (c360 dev sets them)")
+    if tracing is None:
+        tracing = configure_tracing(settings)
+    schema = build_schema(
+        introspection=settings.introspection_enabled, suggestions=settings.suggestions_enabled
+    )
+    if tracing is not None:
+        # First, so the operation's span covers what the other extensions do.
+        schema.extensions = (tracing.graphql_extension, *schema.extensions)
     graphql = GraphQLApp(
-        build_schema(
-            introspection=settings.introspection_enabled,
-            suggestions=settings.suggestions_enabled,
-        ),
+        schema,
         graphiql=settings.graphiql_enabled,
         ws_legacy=settings.ws_legacy,
         allowed_origins=settings.allowed_origins,
         ws_max_subscriptions=settings.ws_max_subscriptions,
         ws_max_sockets_per_principal=settings.ws_max_sockets_per_principal,
         ws_init_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+        fast=FastPath(schema, settings.graphql_compiled),
     )
 
     @contextlib.asynccontextmanager
@@ -248,6 +262,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
         )
+        if tracing is not None:
+            tracing.instrument_engine(engine)
+            tracing.instrument_redis(redis)
         reads = Reads(engine, cache=Cache(redis))
         usecases = UseCases(
             engine,
@@ -256,13 +273,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         try:
             verifier = TokenVerifier(settings)
-            async with background(settings, engine, redis, usecases) as (hub, kafka):
+            async with background(settings, engine, redis, usecases, tracing) as (hub, kafka):
                 app.state.services = Services(
-                    settings, engine, redis, verifier, reads, hub, kafka, usecases
+                    settings, engine, redis, verifier, reads, hub, kafka, usecases, tracing
                 )
                 every = min(KEY_CHECK_SECONDS, settings.jwt_jwks_refresh_seconds)
                 watcher = asyncio.create_task(watch_token_keys(verifier, every))
-                log.info("started", env=settings.env, kafka=kafka is not None)
+                log.info(
+                    "started", env=settings.env, kafka=kafka is not None, tracing=bool(tracing)
+                )
                 try:
                     async with process_metrics():
                         with gc_monitor():
@@ -273,6 +292,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await graphql.socket_slots.close()  # this process's sockets stop counting now
             await redis.aclose()
             await engine.dispose()
+            if tracing is not None:
+                await tracing.shutdown()  # the spans still batched go out now
 
     routes = [
         Route("/healthz", healthz),
@@ -286,10 +307,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
     ]
     return Gateway(
-        websocket_app=graphql,
+        websocket_app=graphql if tracing is None else tracing.untraced(graphql),
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            # Outermost: the request's span covers everything below it.
+            *([tracing.middleware()] if tracing is not None else []),
             Middleware(StrictTransportSecurity),
             Middleware(Cors, origins=settings.allowed_origins),
             Middleware(MetricsMiddleware),

@@ -6,11 +6,19 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from customer360.data.crypto import Keyring
+
+# What OTEL_TRACES_EXPORTER may name: what the image ships (OTLP over HTTP) and the SDK's own.
+TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
+
+
+def _otel(name: str) -> AliasChoices:
+    """OpenTelemetry's standard variable, unprefixed (the field's name works in code too)."""
+    return AliasChoices(name.upper(), name)
 
 
 class Settings(BaseSettings):
@@ -44,6 +52,9 @@ class Settings(BaseSettings):
     graphiql: bool | None = None
     introspection: bool | None = None
     suggestions: bool | None = None
+    # Queries answered by compiled plans (gql/fastpath.py); "verify" also runs strawberry on
+    # each and records any difference (the test suite's mode), "off" leaves all to strawberry.
+    graphql_compiled: Literal["on", "off", "verify"] = "on"
 
     # HTTPS: the service terminates TLS itself, or sits behind these TLS-terminating proxies.
     tls_cert_file: Path | None = None
@@ -67,6 +78,25 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     log_level: str = "INFO"
 
+    # Tracing (src/tracing.py) is off unless OpenTelemetry's own environment asks for it; the
+    # SDK and the exporter read the rest of it (sampler, headers, resource) themselves.
+    otel_sdk_disabled: bool = Field(default=False, validation_alias=_otel("otel_sdk_disabled"))
+    otel_traces_exporter: str | None = Field(
+        default=None, validation_alias=_otel("otel_traces_exporter")
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=_otel("otel_exporter_otlp_endpoint")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias=_otel("otel_exporter_otlp_traces_endpoint")
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        default=None, validation_alias=_otel("otel_exporter_otlp_protocol")
+    )
+    otel_exporter_otlp_traces_protocol: str | None = Field(
+        default=None, validation_alias=_otel("otel_exporter_otlp_traces_protocol")
+    )
+
     @field_validator(
         "database_url",
         "migration_database_url",
@@ -77,6 +107,18 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator(
+        "otel_traces_exporter",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "otel_exporter_otlp_protocol",
+        "otel_exporter_otlp_traces_protocol",
+        mode="before",
+    )
+    @classmethod
+    def _blank_otel_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("allowed_origins", mode="before")
@@ -117,6 +159,41 @@ class Settings(BaseSettings):
     @property
     def suggestions_enabled(self) -> bool:
         return self.suggestions if self.suggestions is not None else not self.production
+
+    @property
+    def trace_exporters(self) -> list[str]:
+        """Where spans go; empty when tracing is off (the default).
+
+        On when OTEL_TRACES_EXPORTER names an exporter other than `none`, or, that unset, when
+        an OTLP endpoint is given; OTEL_SDK_DISABLED=true turns it off whatever else is set.
+        """
+        if self.otel_sdk_disabled:
+            return []
+        if self.otel_traces_exporter is None:
+            endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+            return ["otlp"] if endpoint else []
+        named = [e.strip().lower() for e in self.otel_traces_exporter.split(",") if e.strip()]
+        return [e for e in dict.fromkeys(named) if e != "none"]
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return bool(self.trace_exporters)
+
+    def tracing_problems(self) -> list[str]:
+        """Why the tracing settings cannot work: said at start, not by spans silently lost."""
+        if not self.tracing_enabled:
+            return []
+        problems = [
+            f"OTEL_TRACES_EXPORTER {e!r} is not available (otlp, console or none)"
+            for e in self.trace_exporters
+            if e not in TRACE_EXPORTERS
+        ]
+        protocol = self.otel_exporter_otlp_traces_protocol or self.otel_exporter_otlp_protocol
+        if "otlp" in self.trace_exporters and protocol not in (None, "http/protobuf"):
+            problems.append(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r} is not available (http/protobuf)"
+            )
+        return problems
 
     @property
     def hs256_secret(self) -> str | None:
@@ -172,6 +249,7 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap is None:
             problems.append("C360_KAFKA_BOOTSTRAP is unset (set it, or 'off')")
         problems.extend(self.tls_problems())
+        problems.extend(self.tracing_problems())
         if not self.tls_terminated and not self.tls_proxy:
             problems.append(
                 "it would serve plain HTTP: set C360_TLS_CERT_FILE and C360_TLS_KEY_FILE, or "

@@ -34,6 +34,7 @@ from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
+from customer360.gql.fastpath import MISMATCHES
 from customer360.settings import Settings
 from tests.helpers import CLIENTS, apply_event, created_event
 
@@ -151,7 +152,21 @@ def settings(app_database_url: str, redis_url: str, kafka_bootstrap: str) -> Set
         jwt_audience=AUDIENCE,
         db_pool_size=20,
         db_max_overflow=20,
+        # every query the suite sends is answered by the compiled path AND by strawberry,
+        # and the two must agree (check_compiled below)
+        graphql_compiled="verify",
     )
+
+
+@pytest.fixture(autouse=True)
+def check_compiled() -> Iterator[None]:
+    """The differential test of every document a test sent: the compiled path answered
+    exactly as strawberry did."""
+    seen = len(MISMATCHES)
+    yield
+    found = MISMATCHES[seen:]
+    del MISMATCHES[seen:]
+    assert not found, f"compiled path and strawberry disagree: {found[0]}"
 
 
 @dataclass

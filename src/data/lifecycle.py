@@ -21,6 +21,7 @@ from customer360.lifecycle import (
     config_from_json,
 )
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
+from customer360.tracing import outbox_trace_context
 
 from . import outbox
 from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
@@ -108,7 +109,8 @@ box AS (
   -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
   -- this database.
   {outbox.INSERT_LINKED}
-  SELECT :t, :topic, t.customer_id::text, t.event, hist.id
+  SELECT :t, :topic, t.customer_id::text, t.event, hist.id,
+         CAST(:traceparent AS text), CAST(:tracestate AS text)
   FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
   RETURNING id, key
 ),
@@ -262,12 +264,17 @@ class SqlLifecycleRepository:
         ts = transitions
         self.recorded.extend(ts)
         self.written = True
+        # The span this change is written under (a request's, a consumed event's): the audit
+        # event joins its trace. None, and so NULL, when tracing is off.
+        traced = outbox_trace_context()
         rows = await self.conn.execute(
             _RECORD,
             {
                 "t": tenant_id,
                 "hours": IDEMPOTENCY_HOURS,
                 "topic": AUDIT_TOPIC,
+                "traceparent": traced.traceparent if traced else None,
+                "tracestate": traced.tracestate if traced else None,
                 "ids": [x.id for x in ts],
                 "customer_ids": [x.customer_id for x in ts],
                 "versions": [x.version for x in ts],

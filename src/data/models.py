@@ -241,6 +241,9 @@ outbox = Table(
     Column("redis_published_at", TS),
     Column("history_seq", BigInteger),
     Column("history_id", UUID(as_uuid=True)),
+    # W3C trace context of the write, for the audit event (migration 0008; NULL untraced).
+    Column("traceparent", Text),
+    Column("tracestate", Text),
     Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_redis_pending", "id", postgresql_where=text("redis_published_at IS NULL")),
     # The commit-time chain trigger finds a history row's outbox row by it (migration 0006).

@@ -15,5 +15,8 @@ CACHE_TOPIC = "c360.cache.customer"
 
 INSERT = "INSERT INTO outbox (tenant_id, topic, key, payload)"
 # An audit event's row, linked to the history row it announces (its replay seq and chain
-# head are set from that row at commit, migration 0006).
-INSERT_LINKED = "INSERT INTO outbox (tenant_id, topic, key, payload, history_id)"
+# head are set from that row at commit, migration 0006), with the W3C trace context of the
+# write that made it (NULL when untraced, migration 0008): the relay publishes into that trace.
+INSERT_LINKED = (
+    "INSERT INTO outbox (tenant_id, topic, key, payload, history_id, traceparent, tracestate)"
+)

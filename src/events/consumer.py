@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -23,6 +23,9 @@ from customer360.usecases import BackendUnavailable, EventRejected, UseCases
 
 from .kafka import CONSUMED_TOPICS, GROUP_ID
 from .ownership import Ownership
+
+if TYPE_CHECKING:
+    from customer360.tracing import Tracing
 
 log = get_logger("customer360.consumer")
 MAX_ERROR = 500
@@ -46,8 +49,10 @@ class EventConsumer:
         *,
         group_id: str = GROUP_ID,
         security: Mapping[str, Any] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.tracing = tracing
         self.security = dict(security or {})
         self.usecases = usecases
         self._tries: dict[tuple[str, int, int], int] = {}
@@ -168,6 +173,14 @@ class EventConsumer:
         return None
 
     async def apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
+        if self.tracing is None:
+            return await self._apply(record)
+        with self.tracing.consuming(record, self.group_id) as span:
+            outcome = await self._apply(record)
+            span.outcome(outcome)
+            return outcome
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> str:
         try:
             applied = await self.usecases.apply_event(record.value or b"", topic=record.topic)
             outcome = applied.value

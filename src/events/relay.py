@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +28,11 @@ from customer360.data.outbox import NOTIFY_CHANNEL
 from customer360.data.retention import forget_expired
 from customer360.data.scope import system_scope
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_STALLS, get_logger
+from customer360.tracing import TraceContext
+
+if TYPE_CHECKING:
+    from customer360.otel import Publishing
+    from customer360.tracing import Tracing
 
 log = get_logger("customer360.relay")
 CHANNEL = "c360:lifecycle"
@@ -46,6 +51,15 @@ class OutboxRow:
     key: str
     payload: dict[str, Any]
     history_seq: int | None
+    # The W3C context of the write (migration 0008); None when it was not traced.
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @property
+    def trace(self) -> TraceContext | None:
+        if self.traceparent is None:
+            return None
+        return TraceContext(self.traceparent, self.tracestate)
 
 
 class Sink(Protocol):
@@ -73,8 +87,9 @@ class DrainInterrupted(Exception):
 class KafkaSink:
     name, column = "kafka", "published_at"
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, tracing: Tracing | None = None) -> None:
         self.producer = producer
+        self.tracing = tracing
 
     async def reset(self) -> None:
         return None
@@ -82,15 +97,29 @@ class KafkaSink:
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         # Cache-only rows (profile changes) are not audit events; they are just marked.
         rows = [r for r in rows if r.topic == AUDIT_TOPIC]
-        futures = [
-            await self.producer.send(
-                r.topic,
-                orjson.dumps(r.payload),
-                key=r.key.encode(),
-                headers=[("content-type", b"application/cloudevents+json")],
-            )
-            for r in rows
-        ]
+        futures = []
+        for r in rows:
+            payload, headers = r.payload, [("content-type", b"application/cloudevents+json")]
+            span: Publishing | None = None
+            if (traced := r.trace) is not None:
+                # CloudEvents distributed tracing: where the change began, the same on every
+                # re-publish; the header names this publish (or, untraced here, passes the
+                # stored context on, so the trace is not cut).
+                payload = {**payload, **traced.carrier()}
+                if self.tracing is not None:
+                    span = self.tracing.publishing(r.topic, r.key, payload.get("id"), traced)
+                headers += (span.context if span is not None else traced).headers()
+            try:
+                sent = await self.producer.send(
+                    r.topic, orjson.dumps(payload), key=r.key.encode(), headers=headers
+                )
+            except BaseException as exc:
+                if span is not None:
+                    span.failed(exc)
+                raise
+            if span is not None:
+                sent.add_done_callback(span.acked)
+            futures.append(sent)
         await asyncio.gather(*futures)
 
 
@@ -123,7 +152,8 @@ class RedisSink:
 # No row locks: each sink has one leader, and locking rows would let one sink's slow
 # publish make the other skip rows and publish out of order.
 _SELECT = (
-    "SELECT id, tenant_id, topic, key, payload, history_seq FROM outbox "
+    "SELECT id, tenant_id, topic, key, payload, history_seq, traceparent, tracestate "
+    "FROM outbox "
     "WHERE {col} IS NULL ORDER BY {order} LIMIT :n"
 )
 # Live subscribers resume by position (`seq`, given at commit, in commit order per tenant):
@@ -159,8 +189,10 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         drain_timeout: float = DRAIN_TIMEOUT,
         processed_retention_days: int = 14,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engine = engine
+        self.tracing = tracing
         self.sinks = list(sinks)
         self.batch = batch
         self.poll_seconds = poll_seconds
@@ -181,7 +213,10 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._sink_loop(sink, n == 0) for n, sink in enumerate(self.sinks)))
+        # Untraced: the polling is nobody's request (each publish has its own span).
+        with self.tracing.quiet() if self.tracing is not None else contextlib.nullcontext():
+            loops = (self._sink_loop(sink, n == 0) for n, sink in enumerate(self.sinks))
+            await asyncio.gather(*loops)
 
     async def _sink_loop(self, sink: Sink, keeps_books: bool) -> None:
         """Lead when the sink's lock is free, follow otherwise; reconnect after any failure."""

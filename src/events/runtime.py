@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -21,6 +21,9 @@ from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
 from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
+
+if TYPE_CHECKING:
+    from customer360.tracing import Tracing
 
 log = get_logger("customer360.runtime")
 
@@ -90,13 +93,14 @@ class KafkaLink:
 class LazyKafkaSink:
     name, column = KafkaSink.name, KafkaSink.column
 
-    def __init__(self, link: KafkaLink) -> None:
+    def __init__(self, link: KafkaLink, tracing: Tracing | None = None) -> None:
         self.link = link
+        self.tracing = tracing
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         if self.link.producer is None:
             raise ConnectionError("kafka not connected yet")
-        await KafkaSink(self.link.producer).publish(rows)
+        await KafkaSink(self.link.producer, self.tracing).publish(rows)
 
     async def reset(self) -> None:
         await self.link.renew()
@@ -113,6 +117,7 @@ async def background(
     engine: AsyncEngine,
     redis: aioredis.Redis,
     usecases: UseCases,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
     assert settings.redis_url
     tasks: list[asyncio.Task[None]] = []
@@ -122,11 +127,14 @@ async def background(
     async with Hub(ResilientRedisBackend(settings.redis_url)) as hub:
         if bootstrap is not None:
             link = KafkaLink(bootstrap, settings.kafka_create_topics, kafka_options(settings))
-            sinks.insert(0, LazyKafkaSink(link))
-            consume = _consume_when_ready(link, bootstrap, usecases)
+            sinks.insert(0, LazyKafkaSink(link, tracing))
+            consume = _consume_when_ready(link, bootstrap, usecases, tracing)
             tasks.append(asyncio.create_task(consume))
         relay = OutboxRelay(
-            engine, sinks, processed_retention_days=settings.processed_event_retention_days
+            engine,
+            sinks,
+            processed_retention_days=settings.processed_event_retention_days,
+            tracing=tracing,
         )
         tasks.append(asyncio.create_task(relay.run()))
         try:
@@ -141,7 +149,10 @@ async def background(
                 await link.close()
 
 
-async def _consume_when_ready(link: KafkaLink, bootstrap: str, usecases: UseCases) -> None:
+async def _consume_when_ready(
+    link: KafkaLink, bootstrap: str, usecases: UseCases, tracing: Tracing | None
+) -> None:
     await link.connect()
     assert link.producer is not None
-    await EventConsumer(bootstrap, usecases, link, security=link.security).run()
+    consumer = EventConsumer(bootstrap, usecases, link, security=link.security, tracing=tracing)
+    await consumer.run()

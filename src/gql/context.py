@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
@@ -65,6 +66,14 @@ class Context:
     _loaders: Loaders | None = field(default=None, repr=False)
     # The socket's close at its token's expiry (a timer, not a task per socket).
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # One clock per operation: every time-derived field of an answer agrees with the others
+    # (and the compiled path and strawberry give the same answer, view.py).
+    clock: datetime | None = field(default=None, repr=False)
+
+    def now(self) -> datetime:
+        if self.clock is None:
+            self.clock = datetime.now(UTC)
+        return self.clock
 
     @property
     def loaders(self) -> Loaders:
@@ -86,6 +95,7 @@ class Context:
         """Fresh DataLoaders and configuration: a long-lived socket must not serve old rows."""
         self._loaders = None
         self._config = None
+        self.clock = None
 
     @property
     def live(self) -> Hub:

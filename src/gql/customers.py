@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -16,7 +16,7 @@ from customer360.lifecycle import Reason
 
 from .context import Context
 from .errors import bad_input
-from .pagination import check_first, decode_cursor, encode_cursor, scope_of
+from .pagination import Page, check_first, decode_cursor, encode_cursor, scope_of
 from .permissions import CanViewLifecycle
 from .types import Customer, CustomerTier, PageInfo, Permission, page_info, parse_id
 
@@ -128,6 +128,34 @@ def _after_keys(order: str, keys: list[Any]) -> tuple[Any, ...]:
         raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR) from None
 
 
+async def customer_page(
+    ctx: Context,
+    filter: CustomerFilter | None,
+    order_by: CustomerOrder | None,
+    first: int | None,
+    after: str | None,
+) -> Page:
+    limit = check_first(50 if first is None else first)
+    order = (order_by or CustomerOrder.CREATED_AT_DESC).value
+    spec = await _filter_spec(ctx, filter)
+    scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
+    after_keys = _after_keys(order, decode_cursor(after, scope)) if after is not None else None
+    rows = list(await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys))
+    for row in rows[:limit]:
+        ctx.loaders.customer.prime(row.id, row)
+
+    async def count() -> int:
+        return await ctx.reads.count_customers(ctx.tenant_id, spec)
+
+    return Page(
+        rows=rows[:limit],
+        cursors=[encode_cursor(scope, _sort_keys(order, row)) for row in rows[:limit]],
+        has_next=len(rows) > limit,
+        has_previous=after is not None,
+        count=count,
+    )
+
+
 @strawberry.type
 class CustomerQuery:
     @strawberry.field(description="The signed-in principal as the gateway sees it.")
@@ -161,30 +189,15 @@ class CustomerQuery:
         first: int | None = 50,
         after: str | None = None,
     ) -> CustomerConnection:
-        ctx = info.context
-        limit = check_first(50 if first is None else first)
-        order = (order_by or CustomerOrder.CREATED_AT_DESC).value
-        spec = await _filter_spec(ctx, filter)
-        scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
-        after_keys = _after_keys(order, decode_cursor(after, scope)) if after is not None else None
-        rows = list(
-            await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys)
-        )
-        has_next = len(rows) > limit
-        edges = []
-        for row in rows[:limit]:
-            ctx.loaders.customer.prime(row.id, row)
-            edges.append(
-                CustomerEdge(
-                    cursor=encode_cursor(scope, _sort_keys(order, row)), node=Customer(_row=row)
-                )
-            )
-
-        async def count() -> int:
-            return await ctx.reads.count_customers(ctx.tenant_id, spec)
-
+        page = await customer_page(info.context, filter, order_by, first, after)
+        edges = [
+            CustomerEdge(cursor=c, node=Customer(_row=row))
+            for c, row in zip(page.cursors, page.rows, strict=True)
+        ]
         return CustomerConnection(
-            edges=edges, page_info=page_info(edges, has_next, after is not None), _count=count
+            edges=edges,
+            page_info=page_info(edges, page.has_next, page.has_previous),
+            _count=page.count,
         )
 
     @strawberry.field(
@@ -197,5 +210,5 @@ class CustomerQuery:
         counts = await ctx.reads.stage_counts(ctx.tenant_id)
         stages = [StageCount(stage=s, count=counts.get(s, 0)) for s in config.stages]
         return LifecycleSummary(
-            total=sum(s.count for s in stages), stages=stages, generated_at=datetime.now(UTC)
+            total=sum(s.count for s in stages), stages=stages, generated_at=ctx.now()
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -13,6 +15,26 @@ from customer360.lifecycle import Reason
 from .errors import bad_input
 
 MAX_FIRST = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a connection, before it takes either API shape (strawberry's objects or
+    the compiled path's dicts)."""
+
+    rows: list[Any]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+    count: Callable[[], Awaitable[int]]
+
+    def page_info(self) -> dict[str, Any]:
+        return {
+            "hasNextPage": self.has_next,
+            "hasPreviousPage": self.has_previous,
+            "startCursor": self.cursors[0] if self.cursors else None,
+            "endCursor": self.cursors[-1] if self.cursors else None,
+        }
 
 
 def check_first(first: int) -> int:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    GraphQLError,
+    NoSchemaIntrospectionCustomRule,
+    specified_rules,
+)
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -15,6 +21,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -58,9 +65,17 @@ class RenewSocketState(SchemaExtension):
 class Schema(strawberry.Schema):
     """strawberry's schema, with identical live subscriptions sharing one execution."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, validation_rules: Sequence[type[ASTValidationRule]] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fanout = Fanout()
+        # What a document must pass before execution, as strawberry runs it (the compiled
+        # path validates with the very same rules).
+        self.validation_rules = (*specified_rules, *validation_rules)
+
+    def validate(self, document: DocumentNode) -> list[GraphQLError]:
+        return validate_document(self._schema, document, self.validation_rules)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -142,7 +157,7 @@ class Schema(strawberry.Schema):
         return self.fanout.member(key, source, context_value.close_socket)
 
 
-def build_schema(*, introspection: bool = True, suggestions: bool = True) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, suggestions: bool = True) -> Schema:
     # The rule classes are made once: the validation cache is keyed by them, so new classes
     # per request would make every request a cache miss.
     rules: list[type[ASTValidationRule]] = [
@@ -161,4 +176,10 @@ def build_schema(*, introspection: bool = True, suggestions: bool = True) -> str
     ]
     if not suggestions:
         extensions.append(HideSuggestions)
-    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        validation_rules=rules,
+    )

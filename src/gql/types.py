@@ -17,7 +17,7 @@ from customer360.lifecycle import Reason, Source, StageConfig, Transition
 
 from .context import Context
 from .errors import bad_input
-from .pagination import check_first, decode_cursor, encode_cursor, scope_of
+from .pagination import Page, check_first, decode_cursor, encode_cursor, scope_of
 from .permissions import CanViewHistory
 
 TransitionSource = strawberry.enum(Source, name="TransitionSource")
@@ -156,6 +156,29 @@ def stage_durations(rows: list[Record], now: datetime) -> list[StageDuration]:
     ]
 
 
+async def history_page(ctx: Context, cid: uuid.UUID, first: int | None, after: str | None) -> Page:
+    limit = check_first(20 if first is None else first)
+    scope = scope_of(ctx.tenant_id, "history", str(cid))
+    before = None
+    if after is not None:
+        keys = decode_cursor(after, scope)
+        if len(keys) != 1 or not isinstance(keys[0], int) or not 0 < keys[0] < 2**31:
+            raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR)
+        before = keys[0]
+    rows = list(await ctx.reads.history_page(ctx.tenant_id, cid, limit + 1, before))
+
+    async def count() -> int:
+        return await ctx.reads.history_count(ctx.tenant_id, cid)
+
+    return Page(
+        rows=rows[:limit],
+        cursors=[encode_cursor(scope, [r.version]) for r in rows[:limit]],
+        has_next=len(rows) > limit,
+        has_previous=after is not None,
+        count=count,
+    )
+
+
 @strawberry.type
 class Customer:
     _row: strawberry.Private[Record]
@@ -225,7 +248,7 @@ class Customer:
     )
     async def stage_durations(self, info: Info[Context, None]) -> list[StageDuration]:
         rows = await info.context.loaders.history.load(self._row.id)
-        return stage_durations(rows, datetime.now(UTC))
+        return stage_durations(rows, info.context.now())
 
     @strawberry.field(
         permission_classes=[CanViewHistory],
@@ -243,36 +266,21 @@ class Customer:
     async def lifecycle_history(
         self, info: Info[Context, None], first: int | None = 20, after: str | None = None
     ) -> LifecycleTransitionConnection:
-        ctx, cid = info.context, self._row.id
-        limit = check_first(20 if first is None else first)
-        scope = scope_of(ctx.tenant_id, "history", str(cid))
-        before = None
-        if after is not None:
-            keys = decode_cursor(after, scope)
-            if len(keys) != 1 or not isinstance(keys[0], int) or not 0 < keys[0] < 2**31:
-                raise bad_input("Unreadable cursor", Reason.INVALID_CURSOR)
-            before = keys[0]
-        rows = list(await ctx.reads.history_page(ctx.tenant_id, cid, limit + 1, before))
-        has_next = len(rows) > limit
-        rows = rows[:limit]
+        page = await history_page(info.context, self._row.id, first, after)
         edges = [
-            LifecycleTransitionEdge(
-                cursor=encode_cursor(scope, [r.version]), node=LifecycleTransition.of(r)
-            )
-            for r in rows
+            LifecycleTransitionEdge(cursor=c, node=LifecycleTransition.of(r))
+            for c, r in zip(page.cursors, page.rows, strict=True)
         ]
-
-        async def count() -> int:
-            return await ctx.reads.history_count(ctx.tenant_id, cid)
-
         return LifecycleTransitionConnection(
-            edges=edges, page_info=page_info(edges, has_next, after is not None), _count=count
+            edges=edges,
+            page_info=page_info(edges, page.has_next, page.has_previous),
+            _count=page.count,
         )
 
     @strawberry.field
     async def metrics(self, info: Info[Context, None]) -> CustomerMetrics:
         m = await info.context.loaders.metrics.load(self._row.id)
-        days = int((datetime.now(UTC) - self._row.stage_entered_at).total_seconds() // 86400)
+        days = int((info.context.now() - self._row.stage_entered_at).total_seconds() // 86400)
         return CustomerMetrics(
             open_support_issues=m.open_support_issues if m else 0,
             closed_support_issues=m.closed_support_issues if m else 0,

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from customer360.auth.tokens import TokenVerifier
 from customer360.observability import REJECTED
 
 from .context import Context
+from .fastpath import FastPath
 from .responses import GraphQLResponseSend, prefers_graphql_response, transport_error
 from .wslimits import (
     CLOSE_FORBIDDEN,
@@ -172,6 +173,7 @@ class GraphQLApp(GraphQL[Context, None]):
         ws_max_subscriptions: int = 50,
         ws_max_sockets_per_principal: int = 20,
         ws_init_timeout: timedelta = timedelta(seconds=3),
+        fast: FastPath | None = None,
     ) -> None:
         protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
         if ws_legacy:
@@ -186,6 +188,7 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=allowed_origins,
         )
         self.graphiql = graphiql
+        self.fast = fast
         # Per view, so per process: each gateway process admits its own share.
         self.socket_slots = SocketSlots(ws_max_sockets_per_principal)
 
@@ -213,6 +216,10 @@ class GraphQLApp(GraphQL[Context, None]):
         scope.setdefault("state", {})["principal"] = principal
         if prefers_graphql_response(request.headers.get("accept", "")):
             send = GraphQLResponseSend(send)
+        answer = await self._compiled(request)
+        if answer is not None:
+            await Response(answer, media_type="application/json")(scope, receive, send)
+            return
         try:
             response = await self.run(request)
         except HTTPException as exc:
@@ -226,6 +233,31 @@ class GraphQLApp(GraphQL[Context, None]):
             response = transport_error(status, reason)
         await response(scope, receive, send)
 
+    async def _compiled(self, request: Request) -> bytes | None:
+        """The compiled path's answer to a plain JSON POST, when it has one (fastpath.py)."""
+        fast = self.fast
+        if fast is None or fast.mode == "off" or request.method != "POST":
+            return None
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return None
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if fast.mode == "verify":
+            request.state.clock = datetime.now(UTC)  # one clock for both runs
+        answer = await fast.answer(body, await self.get_context(request, None))
+        if answer is not None and fast.mode == "verify":
+
+            async def reference() -> bytes:
+                return bytes((await self.run(request)).body)
+
+            async def again() -> bytes | None:
+                return await fast.answer(body, await self.get_context(request, None))
+
+            await fast.verify(body, answer, reference, again)
+        return answer
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services = request.app.state.services
         # A socket is authenticated at connection_init (on_ws_connect), one context per
@@ -237,6 +269,7 @@ class GraphQLApp(GraphQL[Context, None]):
             hub=services.hub,
             websocket=websocket,
             _principal=None if websocket is not None else request.state.principal,
+            clock=None if websocket is not None else getattr(request.state, "clock", None),
         )
 
     async def on_ws_connect(self, context: Context) -> None:

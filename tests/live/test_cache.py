@@ -7,7 +7,6 @@ import time
 import uuid
 
 import httpx
-from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from customer360.app import create_app
@@ -101,16 +100,16 @@ async def test_a_cold_summary_is_computed_once_for_many_concurrent_readers(
     await settled(engine, api.tenant)
     statements: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+    def record(statement: str) -> None:
         if "FROM stage_counts" in statement:
             statements.append(statement)
 
-    sync = server.engine.sync_engine
-    sa_event.listen(sync, "before_cursor_execute", record)
+    observers = server.app.state.services.reads.observers
+    observers.append(record)
     try:
         results = await asyncio.gather(*(counts(api) for _ in range(20)))
     finally:
-        sa_event.remove(sync, "before_cursor_execute", record)
+        observers.remove(record)
     assert all(r["Prospect"] == 1 for r in results)
     assert len(statements) == 1
 

@@ -1,0 +1,301 @@
+"""Compiled queries, part two: a collected tree turned into steps that call the schema's own
+resolvers directly and serialise as they go.
+
+Like graphql-jit, and unlike a second implementation of the API: every field is answered by
+the very resolver, permission class, argument conversion and scalar serialiser strawberry
+uses; what goes is graphql-core's per-field bookkeeping (info objects, paths, middleware,
+awaitable checks on every value). Objects whose fields never wait are completed in a plain
+loop; only subtrees with an async resolver are gathered, so DataLoaders still batch a list.
+
+Errors are not reproduced here: a step that fails, a permission refused or a null where the
+schema promises a value raises `Unsupported`, and strawberry answers the whole request (a
+query reads and never writes, so running it again is safe). That keeps the reference
+semantics for every error, its path, location, code and masking, at no cost to the answers
+that succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, cast
+
+import strawberry
+from graphql import (
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLScalarType,
+)
+from graphql.execution.values import VariableValues, get_argument_values
+from strawberry.permission import PermissionExtension
+from strawberry.types.arguments import convert_arguments
+from strawberry.types.field import StrawberryField
+
+from .context import Context
+from .plan import Selection
+
+
+class Unsupported(Exception):
+    """strawberry answers this request (an error to report, or a field not compiled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """What our resolvers and permission classes read from strawberry's Info."""
+
+    context: Context
+
+
+Complete = Callable[[Any, "Run"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution: the request's context and coerced variables."""
+
+    info: Info
+    variables: VariableValues
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    key: str
+    field: StrawberryField | None  # None: __typename
+    typename: str
+    selection: Selection
+    call: Callable[[Any, Run], Any]  # source -> value (or awaitable when `waits`)
+    waits: bool
+    complete: Complete
+    deep: bool  # something at or below this step waits
+
+
+class Compiler:
+    """Steps per collected tree, made once and kept with it."""
+
+    def __init__(self, schema: strawberry.Schema) -> None:
+        self.schema = schema
+        self._steps: dict[int, tuple[tuple[Selection, ...], tuple[Step, ...] | None]] = {}
+
+    def steps(self, tree: tuple[Selection, ...]) -> tuple[Step, ...] | None:
+        """None when some field of the tree is not compiled (introspection, say)."""
+        hit = self._steps.get(id(tree))
+        if hit is not None and hit[0] is tree:
+            return hit[1]
+        root = self.schema._schema.query_type
+        assert root is not None
+        try:
+            steps: tuple[Step, ...] | None = self._object(root, tree)
+        except Unsupported:
+            steps = None
+        if len(self._steps) > 4096:
+            self._steps.clear()
+        self._steps[id(tree)] = (tree, steps)  # the tree is held, so its id stays its own
+        return steps
+
+    def _object(self, parent: GraphQLObjectType, tree: Sequence[Selection]) -> tuple[Step, ...]:
+        return tuple(self._step(parent, s) for s in tree)
+
+    def _step(self, parent: GraphQLObjectType, sel: Selection) -> Step:
+        if sel.name == "__typename":
+            name = parent.name
+            return Step(sel.key, None, name, sel, lambda _s, _r: name, False, _same, False)
+        if sel.definition is None:
+            raise Unsupported(sel.name)
+        field = sel.definition.extensions.get("strawberry-definition")
+        if not isinstance(field, StrawberryField):
+            raise Unsupported(sel.name)
+        call, waits = self._call(field, sel)
+        complete, deep = self._complete(sel.definition.type, sel)
+        return Step(sel.key, field, parent.name, sel, call, waits, complete, waits or deep)
+
+    def _call(
+        self, field: StrawberryField, sel: Selection
+    ) -> tuple[Callable[[Any, Run], Any], bool]:
+        permissions = []
+        for extension in field.extensions:
+            if not isinstance(extension, PermissionExtension) or extension.use_directives:
+                raise Unsupported(sel.name)  # behaviour this path does not know
+            permissions.extend(extension.permissions)
+        arguments = self._arguments(field, sel)
+        resolver = field.base_resolver
+        if resolver is None:
+            read = attrgetter(field.python_name)
+
+            def plain(source: Any, run: Run) -> Any:
+                return read(source)
+
+            return self._guard(plain, permissions, arguments), False
+        if resolver.root_parameter or resolver.parent_parameter:
+            raise Unsupported(sel.name)
+        func = cast(Callable[..., Any], resolver.wrapped_func)
+        takes_self = resolver.self_parameter is not None
+        info_name = resolver.info_parameter.name if resolver.info_parameter else None
+        if takes_self and info_name is None and arguments is None and not permissions:
+            # most fields of a row: a method of the object, nothing else to pass
+
+            def method(source: Any, run: Run) -> Any:
+                return func(source)
+
+            return method, resolver.is_async
+
+        def resolve(source: Any, run: Run) -> Any:
+            kwargs = arguments(run) if arguments is not None else {}
+            if info_name is not None:
+                kwargs[info_name] = run.info
+            return func(source, **kwargs) if takes_self else func(**kwargs)
+
+        return self._guard(resolve, permissions, arguments), resolver.is_async
+
+    def _arguments(
+        self, field: StrawberryField, sel: Selection
+    ) -> Callable[[Run], dict[str, Any]] | None:
+        if not field.arguments:
+            return None
+        definition = sel.definition
+        assert definition is not None
+        registry = self.schema.schema_converter.scalar_registry
+        config = self.schema.config
+
+        def arguments(run: Run) -> dict[str, Any]:
+            raw = get_argument_values(definition, sel.node, run.variables)
+            return convert_arguments(raw, field.arguments, scalar_registry=registry, config=config)
+
+        return arguments
+
+    @staticmethod
+    def _guard(
+        call: Callable[[Any, Run], Any],
+        permissions: list[Any],
+        arguments: Callable[[Run], dict[str, Any]] | None,
+    ) -> Callable[[Any, Run], Any]:
+        if not permissions:
+            return call
+
+        def guarded(source: Any, run: Run) -> Any:
+            kwargs = arguments(run) if arguments is not None else {}
+            for permission in permissions:
+                allowed = permission.has_permission(source, run.info, **kwargs)
+                if inspect.isawaitable(allowed) or not allowed:
+                    raise Unsupported("permission")  # strawberry says FORBIDDEN, its way
+            return call(source, run)
+
+        return guarded
+
+    def _complete(self, type_: GraphQLOutputType, sel: Selection) -> tuple[Complete, bool]:
+        if isinstance(type_, GraphQLNonNull):
+            inner, deep = self._complete(type_.of_type, sel)
+            if isinstance(type_.of_type, GraphQLScalarType | GraphQLEnumType):
+                return _leaf(type_.of_type, required=True), False
+
+            def required(value: Any, run: Run) -> Any:
+                if value is None:
+                    raise Unsupported("null in a non-null field")
+                return inner(value, run)
+
+            return required, deep
+        if isinstance(type_, GraphQLList):
+            item, deep = self._complete(type_.of_type, sel)
+            if deep:
+
+                async def gathered(value: Any, run: Run) -> Any:
+                    if value is None:
+                        return None
+                    return await _all([_settle(item(v, run)) for v in value])
+
+                return gathered, True
+
+            def listed(value: Any, run: Run) -> Any:
+                return None if value is None else [item(v, run) for v in value]
+
+            return listed, False
+        if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+            return _leaf(type_), False
+        assert isinstance(type_, GraphQLObjectType)
+        steps = self._object(type_, sel.children)
+        if any(s.deep for s in steps):
+
+            async def later(value: Any, run: Run) -> Any:
+                return None if value is None else await execute(steps, value, run)
+
+            return later, True
+
+        def now(value: Any, run: Run) -> Any:
+            return None if value is None else execute_sync(steps, value, run)
+
+        return now, False
+
+
+def _same(value: Any, run: Run) -> Any:
+    return value
+
+
+# Values these scalars already are when our resolvers return them: serialising them would
+# give them back unchanged (graphql-core's serialize_string, serialize_id, ...).
+_NATIVE: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
+
+
+def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False) -> Complete:
+    serialize = type_.serialize
+    native = _NATIVE.get(type_.name)
+
+    def leaf(value: Any, run: Run) -> Any:
+        if value is None:
+            if required:
+                raise Unsupported("null in a non-null field")
+            return None
+        if type(value) is native:
+            return value
+        return serialize(value)
+
+    return leaf
+
+
+async def _settle(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def execute_sync(steps: Sequence[Step], source: Any, run: Run) -> dict[str, Any]:
+    return {s.key: s.complete(s.call(source, run), run) for s in steps}
+
+
+async def execute(steps: Sequence[Step], source: Any, run: Run) -> dict[str, Any]:
+    """Fields that wait run concurrently (as graphql-core runs them), so loaders batch."""
+    out: dict[str, Any] = {}
+    pending: list[tuple[str, Awaitable[Any]]] = []
+    for s in steps:
+        value = s.call(source, run)
+        if s.waits:
+            pending.append((s.key, _then(value, s, run)))
+            out[s.key] = None  # its place in the answer's order
+        elif s.deep:
+            pending.append((s.key, _settle(s.complete(value, run))))
+            out[s.key] = None
+        else:
+            out[s.key] = s.complete(value, run)
+    if pending:
+        values = await _all([p[1] for p in pending])
+        for (key, _), value in zip(pending, values, strict=True):
+            out[key] = value
+    return out
+
+
+async def _all(awaitables: Sequence[Awaitable[Any]]) -> list[Any]:
+    """All results, or the first failure with the rest cancelled (no orphaned work)."""
+    if len(awaitables) == 1:
+        return [await awaitables[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_settle(a)) for a in awaitables]
+    except BaseExceptionGroup as failed:
+        raise Unsupported("a field failed") from failed
+    return [t.result() for t in tasks]
+
+
+async def _then(value: Awaitable[Any], step: Step, run: Run) -> Any:
+    return await _settle(step.complete(await value, run))

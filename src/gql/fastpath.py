@@ -1,0 +1,112 @@
+"""Compiled queries, part three: which requests take the compiled path, and the proof that
+it answers as strawberry does.
+
+Modes (`C360_GRAPHQL_COMPILED`): `on` answers what it can and leaves the rest to strawberry;
+`off` leaves everything to strawberry; `verify` answers with the compiled path and also
+runs strawberry on the same request with the same clock, recording every difference (the
+test suite runs in this mode, so every document it sends is a differential test).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from prometheus_client import Counter
+
+from customer360.observability import REGISTRY
+
+from .compiled import Compiler, Info, Run, Unsupported, execute
+from .context import Context
+from .plan import Planner
+from .schema import MAX_TOKENS, Schema
+
+log = logging.getLogger("customer360.graphql.compiled")
+
+Mode = Literal["on", "off", "verify"]
+
+COMPILED = Counter(
+    "c360_graphql_compiled_total",
+    "GraphQL requests by who answered: the compiled path or strawberry",
+    ["path"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    query: str
+    variables: Any
+    compiled: bytes
+    reference: bytes
+
+
+# Every process's record of differences, for whoever verifies (the test suite).
+MISMATCHES: list[Mismatch] = []
+
+
+@dataclass
+class FastPath:
+    schema: Schema
+    mode: Mode = "on"
+
+    def __post_init__(self) -> None:
+        self.planner = Planner(self.schema._schema, self.schema.validate, max_tokens=MAX_TOKENS)
+        self.compiler = Compiler(self.schema)
+
+    async def answer(self, body: object, context: Context) -> bytes | None:
+        """The response body for a plain JSON request, or None: strawberry answers it."""
+        if self.mode == "off" or not isinstance(body, dict):
+            return None
+        query, variables = body.get("query"), body.get("variables")
+        operation_name = body.get("operationName")
+        if (
+            not isinstance(query, str)
+            or not (variables is None or isinstance(variables, dict))
+            or not (operation_name is None or isinstance(operation_name, str))
+            or body.get("extensions")  # persisted queries and the like: strawberry's
+        ):
+            return None
+        doc = self.planner.document(query, operation_name)
+        if doc is None:
+            return None
+        coerced = self.planner.variables(doc, variables or {})
+        if coerced is None:
+            return None
+        steps = self.compiler.steps(self.planner.tree(doc, coerced))
+        if steps is None:
+            return None
+        try:
+            data = await execute(steps, None, Run(Info(context), coerced))
+        except Unsupported:
+            COMPILED.labels("strawberry").inc()
+            return None
+        except Exception:
+            log.debug("compiled execution failed", exc_info=True)
+            COMPILED.labels("strawberry").inc()
+            return None
+        COMPILED.labels("compiled").inc()
+        return orjson.dumps({"data": data})
+
+    async def verify(
+        self,
+        body: object,
+        compiled: bytes,
+        reference: Callable[[], Awaitable[bytes]],
+        again: Callable[[], Awaitable[bytes | None]],
+    ) -> None:
+        """Record a difference; a second pair of runs that agrees was a concurrent write
+        landing between the two, not a defect."""
+        theirs = await reference()
+        if theirs == compiled:
+            return
+        ours_again = await again()
+        theirs_again = await reference()
+        if ours_again == theirs_again:
+            return
+        assert isinstance(body, dict)
+        MISMATCHES.append(Mismatch(str(body.get("query")), body.get("variables"), compiled, theirs))
+        log.error("compiled path disagrees with strawberry: %s", body.get("query"))
