@@ -245,7 +245,11 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         ws_max_subscriptions=settings.ws_max_subscriptions,
         ws_max_sockets_per_principal=settings.ws_max_sockets_per_principal,
         ws_init_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
-        fast=FastPath(schema, settings.graphql_compiled),
+        fast=FastPath(
+            schema,
+            settings.graphql_compiled,
+            span=tracing.compiled_operation if tracing is not None else None,
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -265,7 +269,11 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         if tracing is not None:
             tracing.instrument_engine(engine)
             tracing.instrument_redis(redis)
-        reads = Reads(engine, cache=Cache(redis))
+        reads = Reads(
+            engine,
+            cache=Cache(redis),
+            span=tracing.read_span if tracing is not None else None,
+        )
         usecases = UseCases(
             engine,
             limiter=RateLimiter(redis, settings.rate_limit),

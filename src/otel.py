@@ -28,7 +28,10 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.instrumentation.utils import (
+    is_instrumentation_enabled,
+    suppress_instrumentation,
+)
 from opentelemetry.metrics import NoOpMeter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -139,6 +142,32 @@ class Tracing:
             # A WebSocket operation: no request span to belong to (see the module's doc).
             return SchemaExtension()
         return GraphQLSpans(self.tracer)
+
+    @contextlib.contextmanager
+    def compiled_operation(self, name: str | None) -> Iterator[None]:
+        """The span of a query the compiled path answers (gql/fastpath.py), as the
+        extension above makes for strawberry's."""
+        with self.tracer.start_as_current_span("graphql") as span:
+            _name_operation(span, "query", name)
+            yield
+
+    def read_span(self, statement: str) -> contextlib.AbstractContextManager[None]:
+        """A CLIENT span for a read on asyncpg itself (data/queries.py): its text, never its
+        parameters, named and described as the engine's instrumentation names its own."""
+        return self._read_span(statement)
+
+    @contextlib.contextmanager
+    def _read_span(self, statement: str) -> Iterator[None]:
+        if not is_instrumentation_enabled() or not trace.get_current_span().is_recording():
+            # quiet() work, and reads outside any request or operation (a socket's):
+            # a trace of their own for each would be noise, as the engine's rule says
+            yield
+            return
+        tracer = self.provider.get_tracer("opentelemetry.instrumentation.asyncpg")
+        name = statement.split(None, 1)[0] if statement else "SQL"
+        attributes = {"db.system": "postgresql", "db.statement": statement}
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            yield
 
     def instrument_engine(self, engine: AsyncEngine) -> None:
         """A CLIENT span per SQL statement on this engine (its text, never its parameters).
@@ -293,12 +322,15 @@ class GraphQLSpans(SchemaExtension):
                 kind: str | None = ctx.operation_type.value
             except Exception:  # a document that did not parse, or names no such operation
                 kind = None
-            name = ctx.operation_name
-            if kind is not None:
-                span.set_attribute("graphql.operation.type", kind)
-                span.update_name(f"{kind} {name}" if name else kind)
-            if name:
-                span.set_attribute("graphql.operation.name", name)
+            _name_operation(span, kind, ctx.operation_name)
+
+
+def _name_operation(span: Span, kind: str | None, name: str | None) -> None:
+    if kind is not None:
+        span.set_attribute("graphql.operation.type", kind)
+        span.update_name(f"{kind} {name}" if name else kind)
+    if name:
+        span.set_attribute("graphql.operation.name", name)
 
 
 def _span_details(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -169,9 +170,17 @@ class Reads:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, cache: Cache | None = None, config_ttl: float = 1.0
+        self,
+        engine: AsyncEngine,
+        *,
+        cache: Cache | None = None,
+        config_ttl: float = 1.0,
+        span: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.engine = engine
+        # A span per statement when tracing is on (otel.Tracing.read_span): these reads run
+        # on asyncpg itself, below the engine's instrumentation.
+        self.span = span
         self.cache = cache
         self.config_ttl = config_ttl
         self._configs: dict[str, tuple[float, StageConfig]] = {}
@@ -205,7 +214,12 @@ class Reads:
         tenant_id = params.get("t")
         for observe in self.observers:
             observe(query)
-        async with self.engine.connect() as conn:
+        async with (
+            self.engine.connect() as conn,
+            AsyncExitStack() as traced,
+        ):
+            if self.span is not None:
+                traced.enter_context(self.span(query))
             raw = (await conn.get_raw_connection()).driver_connection
             assert raw is not None
             async with raw.transaction():

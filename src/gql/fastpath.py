@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +53,8 @@ MISMATCHES: list[Mismatch] = []
 class FastPath:
     schema: Schema
     mode: Mode = "on"
+    # The operation's span when tracing is on (otel.Tracing.compiled_operation).
+    span: Callable[[str | None], AbstractContextManager[None]] | None = None
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.schema._schema, self.schema.validate, max_tokens=MAX_TOKENS)
@@ -80,7 +83,9 @@ class FastPath:
         if steps is None:
             return None
         try:
-            data = await execute(steps, None, Run(Info(context), coerced))
+            name = doc.operation.name.value if doc.operation.name else None
+            with self.span(name) if self.span else nullcontext():
+                data = await execute(steps, None, Run(Info(context), coerced))
         except Unsupported:
             COMPILED.labels("strawberry").inc()
             return None

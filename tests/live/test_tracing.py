@@ -300,3 +300,31 @@ async def test_with_tracing_off_nothing_is_recorded_and_the_outbox_keeps_no_cont
     assert "traceparent" not in json.loads(record.value or b"")
     assert "traceparent" not in headers(record)
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_compiled_query_is_an_operation_span_with_its_reads_below(
+    traced: Traced, tenant: str
+) -> None:
+    ev = created_event(tenant)
+    await apply_event(traced.owner, ev)
+    traced.exporter.clear()
+    doc = "query Card($id: ID!) { customer(id: $id) { name lifecycle { stage } } }"
+    body = await Api(traced.http, tenant).gql(doc, {"id": ev["data"]["customer_id"]})
+    assert body["data"]["customer"]["lifecycle"]["stage"] == "Prospect"
+    spans = traced.spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    # the compiled path's operation span, and (in the suite's verify mode) strawberry's
+    operations = [s for s in spans if s.name == "query Card"]
+    assert operations and all(parent_id(s) == span_id(server) for s in operations)
+    assert all(
+        s.attributes and s.attributes["graphql.operation.name"] == "Card" for s in operations
+    )
+    # the reads on asyncpg itself are spans of the operation that made them, text only
+    reads = [s for s in spans if s.kind is SpanKind.CLIENT and s.name == "SELECT"]
+    assert reads
+    names = {span_id(s): s.name for s in spans}
+    assert {names.get(parent_id(s) or 0) for s in reads} == {"query Card"}, [
+        (s.name, names.get(parent_id(s) or 0)) for s in spans
+    ]
+    assert all("$1" in str((s.attributes or {})["db.statement"]) for s in reads)
+    assert not any(tenant in str(s.attributes) for s in reads)  # parameters never recorded
