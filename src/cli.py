@@ -357,9 +357,15 @@ def export_schema() -> None:
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    workers: Annotated[int, typer.Option(min=1)] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Default: one per whole CPU of the container's quota"),
+    ] = None,
 ) -> None:
     """Serve on the configured backends (production)."""
+    from customer360.cpus import default_workers
+
+    workers = workers or default_workers()
     s = _settings()
     problems = s.production_problems() if s.production else s.tls_problems()
     if problems:
