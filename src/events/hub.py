@@ -26,20 +26,24 @@ QUEUE_SIZE = 512
 @dataclass(eq=False)
 class Subscriber:
     tenant: str
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    # One slot beyond QUEUE_SIZE: room for the "slow" mark behind a full queue.
+    queue: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE + 1)
+    )
     slow: bool = False
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.slow:
             return
-        try:
+        if self.queue.qsize() < QUEUE_SIZE:
             self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.slow = True
-            # Wake the consumer so it notices and closes; one slot is always free now.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait({"slow": True})
+            return
+        # Too far behind: this message and every later one are dropped, none before it. The
+        # consumer gets what is queued, then the mark, and closes; its client resumes after
+        # the last change it saw and is replayed the rest. (Dropping the oldest instead let
+        # it see later changes, resume past the dropped one and never see it.)
+        self.slow = True
+        self.queue.put_nowait({"slow": True})
 
 
 class Hub:
