@@ -3,8 +3,8 @@
     C360_BENCH_REV=HEAD .venv/bin/python bench/ab.py [--seconds 8] [--rounds 2]
 
 For each round, `c360 serve` (1 worker) is started with C360_GRAPHQL_COMPILED=off, then =on,
-and S1 (one customer) and S2 (a 50-row page) of bench/peer.py are measured with wrk, 32
-connections, after a 3 s warm-up. Alternating the two in rounds keeps the box's drift (it is
+and S1 (one customer) and S2 (a 50-row page) of bench/peer.py are measured as peer.py measures
+them (wrk, 32 connections, after a 3 s warm-up). Alternating the two in rounds keeps the box's drift (it is
 shared) out of the ratio. Figures go to docs/BENCHMARKS.md.
 """
 
@@ -15,17 +15,8 @@ import asyncio
 import os
 import shutil
 
-from common import (  # bench/common.py
-    backend_args,
-    bench_database,
-    serving,
-    user_tokens,
-    wrk,
-    wrk_script,
-)
-from peer import S1, S2, TENANT, customer_ids  # bench/peer.py
-
-CONNECTIONS = 32
+from common import backend_args, bench_database, serving, user_tokens  # bench/common.py
+from peer import S1, S2, TENANT, customer_ids, measure  # bench/peer.py: the same harness
 
 
 async def main() -> None:
@@ -46,11 +37,7 @@ async def main() -> None:
             os.environ["C360_GRAPHQL_COMPILED"] = mode  # `serving` hands its environment on
             async with serving(url, args.redis, raise_rate_limit=False) as (base, _):
                 for sc in (S1, S2):
-                    script = wrk_script(sc.ours, ids, tokens)
-                    await asyncio.to_thread(wrk, base + "/graphql", script, CONNECTIONS, 3)
-                    r = await asyncio.to_thread(
-                        wrk, base + "/graphql", script, CONNECTIONS, args.seconds
-                    )
+                    r = await asyncio.to_thread(measure, base, sc.ours, ids, tokens, args.seconds)
                     line = f"| {round_} | {sc.name} | {mode} | {r.rate:,.0f}/s | "
                     line += f"{r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.errors} |"
                     print(line, flush=True)
