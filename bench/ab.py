@@ -4,8 +4,8 @@
 
 For each round, `c360 serve` (1 worker) is started with C360_GRAPHQL_COMPILED=off, then =on,
 and S1 (one customer) and S2 (a 50-row page) of bench/peer.py are measured as peer.py measures
-them (wrk, 32 connections, after a 3 s warm-up). Alternating the two in rounds keeps the box's drift (it is
-shared) out of the ratio. Figures go to docs/BENCHMARKS.md.
+them (wrk, 32 connections, after a 3 s warm-up). Alternating the two in rounds keeps the
+box's drift (it is shared) out of the ratio. Figures go to docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
