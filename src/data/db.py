@@ -5,9 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from customer360.observability import get_logger
+
 from .keys import OPTION, TenantKeys
+
+log = get_logger("customer360.db")
+
+
+def _no_transaction_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection must never hand a transaction to its next user: a read cancelled
+    at the wrong moment on the driver itself (asyncpg's own transaction) can return its
+    connection still inside it, and the next unit of work would then only write savepoints
+    of that transaction, never committed. Such a connection is dropped (its transaction dies
+    with it) and the pool hands out another."""
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    if raw is not None and raw.is_closed():  # terminated by a cancelled read (data/queries.py)
+        raise DisconnectionError("pooled connection closed")
+    is_in_transaction = getattr(raw, "is_in_transaction", None)
+    if is_in_transaction is not None and is_in_transaction():
+        log.error("pooled connection still inside a transaction; dropped")
+        raise DisconnectionError("pooled connection still inside a transaction")
 
 
 def _dumps(value: Any) -> str:
@@ -29,6 +50,7 @@ def make_engine(
         # asyncpg's prepared-statement cache makes repeat queries one round trip.
         connect_args={"statement_cache_size": 512, "server_settings": {"jit": "off"}},
     )
+    event.listen(engine.sync_engine.pool, "checkout", _no_transaction_on_checkout)
     # Every connection of this engine can seal and open encrypted fields (data/keys.py).
     return engine if keys is None else engine.execution_options(**{OPTION: keys})
 

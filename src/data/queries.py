@@ -222,13 +222,21 @@ class Reads:
                 traced.enter_context(self.span(query))
             raw = (await conn.get_raw_connection()).driver_connection
             assert raw is not None
-            async with raw.transaction():
-                if tenant_id is not None:
-                    await raw.execute(TENANT_STATEMENT, tenant_id)
-                rows: list[Record] = await raw.fetch(
-                    query, *(params[n] for n in names), record_class=Record
-                )
-                return rows
+            try:
+                async with raw.transaction():
+                    if tenant_id is not None:
+                        await raw.execute(TENANT_STATEMENT, tenant_id)
+                    rows: list[Record] = await raw.fetch(
+                        query, *(params[n] for n in names), record_class=Record
+                    )
+                    return rows
+            finally:
+                if raw.is_in_transaction():
+                    # Cancelled inside its own rollback: SQLAlchemy does not know of this
+                    # transaction, so the pool would hand it on and the next unit of work
+                    # would only write savepoints of it. Closed here (synchronously, as a
+                    # cancelled task can), the pool replaces it.
+                    raw.terminate()
 
     async def _cipher(self, tenant_id: str) -> TenantCipher | None:
         keys = keys_of(self.engine)
