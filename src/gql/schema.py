@@ -34,7 +34,7 @@ from .fanout import Fanout, group_key
 from .lifecycle import LifecycleMutation
 from .limits import CodedMaskErrors, HideSuggestions, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
-from .subscriptions import Subscription
+from .subscriptions import PositionQuery, Subscription
 
 log = get_logger("customer360.graphql")
 MAX_DEPTH = 15
@@ -43,7 +43,7 @@ MAX_TOKENS = 2000
 
 
 @strawberry.type
-class Query(CustomerQuery, StageConfigQuery):
+class Query(CustomerQuery, StageConfigQuery, PositionQuery):
     pass
 
 

@@ -63,6 +63,23 @@ class _Filter:
         return self.stage is None or t.to_stage == self.stage
 
 
+def _scope(tenant_id: str) -> str:
+    return scope_of(tenant_id, "lifecycleChanged")
+
+
+@strawberry.type
+class PositionQuery:
+    @strawberry.field(
+        permission_classes=[CanViewLifecycle],
+        description="The position of the newest committed change of the viewer's tenant, as a "
+        "`lifecycleChanged` cursor. Read it before loading a list, subscribe with `after:` it, "
+        "and no change committed in between is missed, even before the first event arrives.",
+    )
+    async def lifecycle_position(self, info: Info[Context, None]) -> str:
+        ctx = info.context
+        return encode_cursor(_scope(ctx.tenant_id), [await ctx.reads.last_seq(ctx.tenant_id)])
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
@@ -82,7 +99,7 @@ class Subscription:
     ) -> AsyncGenerator[LifecycleChangeEvent, None]:
         ctx = info.context
         wanted = _Filter(stage, parse_id(customer_id) if customer_id is not None else None)
-        scope = scope_of(ctx.tenant_id, "lifecycleChanged")
+        scope = _scope(ctx.tenant_id)
         last = 0
         if after is not None:
             keys = decode_cursor(after, scope)

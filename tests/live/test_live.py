@@ -200,6 +200,28 @@ async def test_a_resuming_client_gets_what_it_missed_then_live_without_gap_or_du
     assert live["transition"]["toStage"] == "Churned"
 
 
+async def test_a_client_that_has_seen_nothing_yet_resumes_from_the_position_it_read(
+    server, api, make_customer, engine
+) -> None:
+    """A list loaded with `lifecyclePosition` read first misses nothing committed between
+    its load and its subscription, nor while its first socket was down."""
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    position = (await api.gql("{ lifecyclePosition }"))["data"]["lifecyclePosition"]
+    # committed after the position was read, before any socket is open
+    for stage in ("Onboarded", "Active"):
+        assert (await api.patch(cid, {"stage": stage})).status_code == 200
+    async with connect(server.url, auth(api)) as ws:
+        await ws.subscribe(SUB, {"cid": str(cid), "after": position})
+        got = await ws.events(2)
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.5)  # nothing before the position
+    assert [e["transition"]["toStage"] for e in got] == ["Onboarded", "Active"]
+    # and the position is the newest change's: read again, it is the last event's cursor
+    again = (await api.gql("{ lifecyclePosition }"))["data"]["lifecyclePosition"]
+    assert again == got[-1]["cursor"]
+
+
 async def test_subscriptions_are_tenant_scoped(server, api, make_customer, engine) -> None:
     other = api.as_("ROLE_ACCOUNT_MANAGER", tenant=f"other-{api.tenant}")
     mine = await make_customer()
