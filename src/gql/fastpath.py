@@ -62,7 +62,17 @@ class FastPath:
 
     async def answer(self, body: object, context: Context) -> bytes | None:
         """The response body for a plain JSON request, or None: strawberry answers it."""
-        if self.mode == "off" or not isinstance(body, dict):
+        if self.mode == "off":
+            return None
+        data = await self._data(body, context)
+        if data is None:
+            COMPILED.labels("strawberry").inc()
+            return None
+        COMPILED.labels("compiled").inc()
+        return orjson.dumps({"data": data})
+
+    async def _data(self, body: object, context: Context) -> dict[str, Any] | None:
+        if not isinstance(body, dict):
             return None
         query, variables = body.get("query"), body.get("variables")
         operation_name = body.get("operationName")
@@ -73,7 +83,7 @@ class FastPath:
             or body.get("extensions")  # persisted queries and the like: strawberry's
         ):
             return None
-        doc = self.planner.document(query, operation_name)
+        doc = self.planner.document(query, operation_name)  # None: invalid, or not a query
         if doc is None:
             return None
         coerced = self.planner.variables(doc, variables or {})
@@ -82,19 +92,15 @@ class FastPath:
         steps = self.compiler.steps(self.planner.tree(doc, coerced))
         if steps is None:
             return None
+        name = doc.operation.name.value if doc.operation.name else None
         try:
-            name = doc.operation.name.value if doc.operation.name else None
             with self.span(name) if self.span else nullcontext():
-                data = await execute(steps, None, Run(Info(context), coerced))
+                return await execute(steps, None, Run(Info(context), coerced))
         except Unsupported:
-            COMPILED.labels("strawberry").inc()
             return None
-        except Exception:
+        except Exception:  # strawberry runs it again and reports it as it does
             log.debug("compiled execution failed", exc_info=True)
-            COMPILED.labels("strawberry").inc()
             return None
-        COMPILED.labels("compiled").inc()
-        return orjson.dumps({"data": data})
 
     async def verify(
         self,
