@@ -1,30 +1,51 @@
-"""Benchmarks, run by hand: `.venv/bin/python bench/run.py` (figures go to docs/BENCHMARKS.md).
+"""Benchmarks, run by hand: `[C360_BENCH_REV=<commit>] .venv/bin/python bench/run.py` (figures go
+to docs/BENCHMARKS.md; C360_BENCH_REV: the gateway of that commit, see bench/common.py).
 
 Seeds a tenant of 50,000 customers in its own database, starts `c360 serve` in a subprocess,
 and measures over real HTTP:
-  1. lifecycleSummary latency, p50/p99 (seed spec bar: 500 ms),
-  2. the rate of single updateLifecycleStage calls (seed spec bar: 100,000 in 5 minutes).
+  1. lifecycleSummary latency, p50/p99 (seed spec bar: 500 ms), closed-loop (httpx, wrk),
+  2. S3: lifecycleSummary at a fixed arrival rate (open model: sent on schedule whatever the
+     server does, latency from the scheduled send, so queueing shows),
+  3. S4: the rate of single updateLifecycleStage calls (seed spec bar: 100,000 in 5 minutes),
+  4. S4b: bulk updateLifecycleStages, 100 changes per call, 4 calls in flight, until 100,000
+     transitions.
+Writes are signed by `--users` users (200) of a name fresh for each run, so the production
+update budget (1,000 per user and hour) holds and is never raised.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import secrets
 import shutil
 import statistics
-import subprocess
-import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 import httpx
-from common import backend_args, bench_database, pct, serving, token  # bench/common.py
+from common import (  # bench/common.py
+    SERVED,
+    WRK_ERRORS_LUA,
+    backend_args,
+    bench_database,
+    graphql_body,
+    lua_strings,
+    open_loop_in_process,
+    pct,
+    serving,
+    user_tokens,
+    wrk,
+    wrk_script,
+)
 from sqlalchemy import text
 
 from customer360.data.db import make_engine
 from customer360.data.scope import tenant_scope
 
 TENANT = "bench"
+SUMMARY = "{ lifecycleSummary { total stages { stage count } } }"
 
 
 async def prepare(server_url: str, customers: int) -> tuple[str, list[object]]:
@@ -39,6 +60,20 @@ async def prepare(server_url: str, customers: int) -> tuple[str, list[object]]:
         ids = [r[0] for r in rows]
     await engine.dispose()
     return url, ids
+
+
+async def stages_of(url: str, ids: list) -> dict[object, str]:
+    """Where each customer stands now, so that every bulk change is a real move."""
+    engine = make_engine(url)
+    async with engine.begin() as c:
+        await tenant_scope(c, TENANT)
+        rows = await c.execute(
+            text("SELECT id, stage FROM customers WHERE tenant_id=:t AND id = ANY(:ids)"),
+            {"t": TENANT, "ids": list(ids)},
+        )
+        out = {r[0]: r[1] for r in rows}
+    await engine.dispose()
+    return out
 
 
 async def latency(
@@ -60,7 +95,7 @@ async def latency(
 
 
 async def updates(
-    client: httpx.AsyncClient, headers: dict[str, str], ids: list, n: int, conc: int
+    client: httpx.AsyncClient, tokens: list[str], ids: list, n: int, conc: int
 ) -> tuple[float, list[float]]:
     doc = (
         "mutation($i: UpdateLifecycleStageInput!) { updateLifecycleStage(input: $i) "
@@ -73,6 +108,7 @@ async def updates(
     async def one(k: int) -> None:
         async with sem:
             v = {"i": {"customerId": str(ids[k % len(ids)]), "stage": stages[(k // len(ids)) % 2]}}
+            headers = {"Authorization": f"Bearer {tokens[k % len(tokens)]}"}
             t = time.perf_counter()
             r = await client.post("/graphql", json={"query": doc, "variables": v}, headers=headers)
             times.append(time.perf_counter() - t)
@@ -83,48 +119,98 @@ async def updates(
     return n / (time.perf_counter() - start), times
 
 
-SUMMARY_LUA = """
-wrk.method = "POST"
-wrk.body = '{"query":"{ lifecycleSummary { total stages { stage count } } }"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %(token)s"
-"""
-UPDATE_LUA = """
-ids = {%(ids)s}
+# Each pass over the ids moves them the other way, so nearly every call is a real move.
+UPDATE_LUA = (
+    """
+math.randomseed(os.time())
+ids = @IDS@
+tokens = @TOKENS@
 n = 0
 request = function()
   n = n + 1
-  local stage = (math.floor(n / #ids) %% 2 == 0) and "Onboarded" or "Active"
+  local stage = (math.floor(n / #ids) % 2 == 0) and "Onboarded" or "Active"
   local body = '{"query":"mutation($i: UpdateLifecycleStageInput!) { updateLifecycleStage' ..
     '(input: $i) { success transition { id } } }","variables":{"i":{"customerId":"' ..
-    ids[(n %% #ids) + 1] .. '","stage":"' .. stage .. '"}}}'
+    ids[(n % #ids) + 1] .. '","stage":"' .. stage .. '"}}}'
   return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer %(token)s"}, body)
-end
-response = function(status, headers, body)
-  if status ~= 200 or string.find(body, '"errors"') then errors = (errors or 0) + 1 end
+    ["Authorization"] = "Bearer " .. tokens[math.random(#tokens)]}, body)
 end
 """
+    + WRK_ERRORS_LUA
+)
+
+BULK = (
+    "mutation($inputs: [UpdateLifecycleStageInput!]!) { updateLifecycleStages(inputs: $inputs) "
+    "{ succeeded failed results { transition { id } error { code } } } }"
+)
+BULK_STAGES = ("Active", "Onboarded")
 
 
-def run_wrk(url: str, script: str, conc: int, seconds: int) -> str:
-    """wrk (C, from Debian's wrk package) keeps the load generator off the server's CPU."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return (
-        f"{float(rate.group(1)) if rate else 0:.0f}/s  p50 {p50.group(1) if p50 else '?'}"
-        f"  p99 {p99.group(1) if p99 else '?'}  non-2xx {non2xx.group(1) if non2xx else 0}"
-    )
+@dataclass(slots=True)
+class BulkResult:
+    transitions: int = 0  # changes that moved a customer (not no-ops)
+    succeeded: int = 0
+    failed: int = 0
+    calls: int = 0
+    reached: float | None = None  # seconds until `target` transitions had committed
+    seconds: float = 0.0
+    times: list[float] = field(default_factory=list)  # per call
+    codes: Counter[str] = field(default_factory=Counter)  # error codes of failed changes
+
+
+async def bulk_updates(
+    client: httpx.AsyncClient,
+    tokens: list[str],
+    ids: list,
+    current: dict[object, str],
+    target: int,
+    size: int,
+    in_flight: int,
+) -> BulkResult:
+    """`updateLifecycleStages` calls of `size` changes, `in_flight` at once, until `target`
+    transitions. Calls in flight take consecutive slices of the ids, so they never wait on
+    each other's customers; each is signed by the next user. Each pass over the ids moves
+    every customer between the two BULK_STAGES, first away from its `current` stage."""
+    chunks = len(ids) // size
+    out = BulkResult()
+    start = time.perf_counter()
+
+    async def one(k: int) -> None:
+        part = ids[(k % chunks) * size : (k % chunks + 1) * size]
+        flip = (k // chunks) % 2
+        inputs = [
+            {"customerId": str(i), "stage": BULK_STAGES[(current.get(i) == BULK_STAGES[0]) ^ flip]}
+            for i in part
+        ]
+        headers = {"Authorization": f"Bearer {tokens[k % len(tokens)]}"}
+        t = time.perf_counter()
+        r = await client.post(
+            "/graphql", json={"query": BULK, "variables": {"inputs": inputs}}, headers=headers
+        )
+        out.times.append(time.perf_counter() - t)
+        doc = r.json()
+        assert r.status_code == 200 and "errors" not in doc, r.text
+        res = doc["data"]["updateLifecycleStages"]
+        out.calls += 1
+        out.succeeded += res["succeeded"]
+        out.failed += res["failed"]
+        out.transitions += sum(1 for x in res["results"] if x["transition"])
+        out.codes.update(x["error"]["code"] for x in res["results"] if x["error"])
+        if out.reached is None and out.transitions >= target:
+            out.reached = time.perf_counter() - start
+
+    next_call = 0
+
+    async def caller() -> None:
+        nonlocal next_call
+        # A run whose changes are refused (over budget, say) stops instead of spinning.
+        while out.transitions < target and out.failed <= 10 * size:
+            k, next_call = next_call, next_call + 1
+            await one(k)
+
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    out.seconds = time.perf_counter() - start
+    return out
 
 
 async def main() -> None:
@@ -135,16 +221,27 @@ async def main() -> None:
     ap.add_argument("--updates", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="c360 serve --workers")
+    ap.add_argument("--users", type=int, default=200, help="users signing the writes")
+    ap.add_argument("--s3-rate", type=float, default=1000, help="S3 arrivals per second")
+    ap.add_argument("--s3-seconds", type=float, default=10)
+    ap.add_argument("--s3-connections", type=int, default=64, help="kept-alive, fixed")
+    ap.add_argument("--bulk-transitions", type=int, default=100_000)
+    ap.add_argument("--bulk-size", type=int, default=100)
+    ap.add_argument("--bulk-in-flight", type=int, default=4)
     args = ap.parse_args()
     url, ids = await prepare(args.database, args.customers)
+    # Users named afresh for each run: an earlier run's changes within the hour do not
+    # count against this one's budget.
+    tokens = user_tokens(TENANT, args.users, prefix=f"bench-{secrets.token_hex(3)}")
+    print(f"c360 at {SERVED}, {args.workers} worker(s), {args.users} users")
+    gateway = serving(url, args.redis, workers=args.workers, raise_rate_limit=False)
     async with (
-        serving(url, args.redis, workers=args.workers) as (base, _),
+        gateway as (base, _),
         httpx.AsyncClient(
             base_url=base, timeout=30, limits=httpx.Limits(max_connections=64)
         ) as client,
     ):
-        tok = token(TENANT)
-        headers = {"Authorization": f"Bearer {tok}"}
+        headers = {"Authorization": f"Bearer {tokens[0]}"}
         await latency(client, headers, 200, 4)  # warm-up
         seq = await latency(client, headers, args.requests // 4, 1)
         par = await latency(client, headers, args.requests, args.concurrency)
@@ -155,23 +252,54 @@ async def main() -> None:
             f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
             f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
         )
+        gql = f"{base}/graphql"
+        conc = args.concurrency
         if shutil.which("wrk"):
-            gql = f"{base}/graphql"
-            conc = args.concurrency
+            summary = wrk_script(graphql_body(SUMMARY), tokens=tokens)
+            r = await asyncio.to_thread(wrk, gql, summary, conc, 10)
+            print(f"wrk, lifecycleSummary, {conc} connections: {r.line()}", flush=True)
+        s3 = await open_loop_in_process(
+            gql, graphql_body(SUMMARY), tokens, args.s3_rate, args.s3_seconds, args.s3_connections
+        )
+        print(
+            f"S3 lifecycleSummary, open model, {args.s3_rate:,.0f}/s for {args.s3_seconds:g} s: "
+            f"{s3.line()}",
+            flush=True,
+        )
+        if shutil.which("wrk"):
+            script = UPDATE_LUA.replace("@IDS@", lua_strings([str(i) for i in ids[:5000]]))
+            script = script.replace("@TOKENS@", lua_strings(tokens))
+            r = await asyncio.to_thread(wrk, gql, script, conc, 15)
             print(
-                f"wrk, lifecycleSummary, {conc} connections: "
-                + run_wrk(gql, SUMMARY_LUA % {"token": tok}, conc, 10)
+                f"S4 wrk, updateLifecycleStage, {conc} connections: {r.line()}  "
+                f"(100,000 would take {100_000 / r.rate:.0f} s)",
+                flush=True,
             )
-            id_list = ",".join(f'"{i}"' for i in ids[:5000])
-            print(
-                f"wrk, updateLifecycleStage, {conc} connections: "
-                + run_wrk(gql, UPDATE_LUA % {"token": tok, "ids": id_list}, conc, 15)
-            )
-        rate, times = await updates(client, headers, ids, args.updates, args.concurrency)
+        rate, times = await updates(client, tokens, ids, args.updates, args.concurrency)
         print(
             f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "
             f"(100,000 would take {100_000 / rate:.0f} s)  p50 {ms(times, 50)}  "
-            f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms"
+            f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms",
+            flush=True,
+        )
+        current = await stages_of(url, ids)
+        b = await bulk_updates(
+            client,
+            tokens,
+            ids,
+            current,
+            args.bulk_transitions,
+            args.bulk_size,
+            args.bulk_in_flight,
+        )
+        reached = f"{b.reached:.1f} s" if b.reached is not None else "not reached"
+        print(
+            f"S4b updateLifecycleStages, {args.bulk_size} per call, {args.bulk_in_flight} in "
+            f"flight: {b.transitions / b.seconds:,.0f} transitions/s, "
+            f"{args.bulk_transitions:,} transitions in {reached}  "
+            f"({b.calls} calls, {b.transitions:,} moved, {b.succeeded - b.transitions:,} no-op, "
+            f"{b.failed} failed {dict(b.codes)})  per call p50 {ms(b.times, 50)}  "
+            f"p99 {ms(b.times, 99)}"
         )
 
 
