@@ -29,7 +29,7 @@ from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.events.hub import Hub
-from customer360.events.runtime import KafkaLink, background
+from customer360.events.runtime import KafkaLink, background, webhook_policy
 from customer360.gql.fastpath import FastPath
 from customer360.gql.limits import CLOSE_TOO_BIG, MAX_REQUEST_BYTES
 from customer360.gql.schema import build_schema
@@ -46,6 +46,7 @@ from customer360.settings import Settings
 from customer360.tls import StrictTransportSecurity
 from customer360.tracing import configure as configure_tracing
 from customer360.usecases import UseCases
+from customer360.webapp import routes as web_app_routes
 
 if TYPE_CHECKING:
     from customer360.tracing import Tracing
@@ -278,6 +279,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             engine,
             limiter=RateLimiter(redis, settings.rate_limit),
             on_commit=reads.note_written,  # this process never serves its own old writes
+            webhook_policy=webhook_policy(settings),
         )
         try:
             verifier = TokenVerifier(settings)
@@ -313,6 +315,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         *rest.routes,
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        *(web_app_routes() if settings.web_app_enabled else []),
     ]
     return Gateway(
         websocket_app=graphql if tracing is None else tracing.untraced(graphql),

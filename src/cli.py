@@ -345,6 +345,45 @@ def erase(
     print(f"erased: {what}")
 
 
+@app.command("export")
+def export_cmd(
+    tenant: Annotated[str, typer.Option(help="The tenant")],
+    customer: Annotated[str, typer.Option(help="The customer's id")],
+    out: Annotated[Path | None, typer.Option(help="Write here (mode 600), not to stdout")] = None,
+    actor: Annotated[str, typer.Option(help="Who asks, for the export record")] = "cli",
+) -> None:
+    """Everything held about one customer, as JSON (GDPR art. 15/20); the export is recorded."""
+    import json
+    import uuid
+
+    s = _settings()
+    url = _need(s.database_url, "C360_DATABASE_URL")
+    try:
+        cid = uuid.UUID(customer)
+    except ValueError:
+        err.print(f"[red]--customer {customer!r} is not a customer id[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> dict[str, Any] | None:
+        async with _usecases(url, s) as usecases:
+            found = await usecases.export_customer(tenant, cid, actor, "cli")
+            return None if found is None else found.document()
+
+    doc = asyncio.run(go())
+    if doc is None:
+        err.print(f"[red]no customer {cid} in tenant {tenant}[/red]")
+        raise typer.Exit(1)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    # Personal data: readable by its owner only, from the first byte.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    err.print(f"exported customer {cid} to {out}")
+
+
 @app.command("export-schema")
 def export_schema() -> None:
     """Print the GraphQL SDL (the committed schema.graphql must equal it)."""
@@ -452,6 +491,8 @@ def dev(
                 ttl=12 * 3600,
             )
             print(f"{role}:\n  Bearer {tok}", flush=True)
+            if settings.web_app_enabled:
+                print(f"  Customer360 tab: {base}/app/#token={tok}", flush=True)
         print(f"ready: {base}/graphql", flush=True)
         uvicorn.run(
             create_app(settings),

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=3.0, gt=0)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphiql: bool | None = None
+    # The Customer360 tab at /app/ (src/webapp.py): on in development, off in production
+    # unless enabled.
+    web_app: bool | None = None
     introspection: bool | None = None
     suggestions: bool | None = None
     # Queries answered by compiled plans (gql/fastpath.py); "verify" also runs strawberry on
@@ -74,6 +77,21 @@ class Settings(BaseSettings):
     # so a redelivery is still recognised; then the relay leader's sweep forgets them.
     processed_event_retention_days: int = Field(default=14, ge=1)
     data_dir: Path = Path(".c360")
+    # Webhooks (docs/WEBHOOKS.md): seconds between attempts of one delivery (then it fails),
+    # each attempt's time limit, what of an answer is read, when a failing endpoint is
+    # disabled (that many failures in a row, failing at least that long), how often the
+    # worker looks for due deliveries. `webhook_dev_targets` allows http:// and loopback or
+    # private addresses in development; production ignores it (events/runtime.py).
+    webhooks: bool = True
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=65536, ge=0)
+    webhook_disable_after_failures: int = Field(default=20, ge=1)
+    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, ge=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_dev_targets: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
@@ -128,6 +146,15 @@ class Settings(BaseSettings):
             return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
         return v
 
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [float(x) for x in v.split(",") if x.strip()]
+        if isinstance(v, list) and any(float(x) < 0 for x in v):
+            raise ValueError("C360_WEBHOOK_RETRY_SCHEDULE: seconds must not be negative")
+        return v
+
     @field_validator("tls_proxy", mode="before")
     @classmethod
     def _split_proxies(cls, v: object) -> object:
@@ -151,6 +178,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def web_app_enabled(self) -> bool:
+        return self.web_app if self.web_app is not None else not self.production
 
     @property
     def introspection_enabled(self) -> bool:

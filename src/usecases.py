@@ -8,20 +8,22 @@ translate their input into a command, and the outcome back into their transport.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import orjson
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
-from customer360.data import privacy
+from customer360.data import export, privacy, webhooks
 from customer360.data.keys import TenantErased, keys_of
 from customer360.data.uow import CommitHook, SqlUnitOfWork
 from customer360.events.handlers import EventRejected, Outcome, handle, parse_event
+from customer360.events.signing import TargetPolicy, TargetRefused, new_secret
 from customer360.lifecycle import (
     ChangeResult,
     ChangeStage,
@@ -36,7 +38,19 @@ from customer360.lifecycle import (
 from customer360.lifecycle.service import Clock
 from customer360.observability import REJECTED
 
-__all__ = ["BackendUnavailable", "EventRejected", "Limiter", "Outcome", "Updated", "UseCases"]
+__all__ = [
+    "BackendUnavailable",
+    "EventRejected",
+    "Limiter",
+    "Outcome",
+    "TargetRefused",
+    "Updated",
+    "UseCases",
+]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class BackendUnavailable(Exception):
@@ -69,11 +83,31 @@ class UseCases:
         limiter: Limiter | None = None,
         on_commit: CommitHook | None = None,
         clock: Clock = utcnow,
+        webhook_policy: TargetPolicy | None = None,
     ) -> None:
         self._engine = engine
+        # Where webhooks may point (https:// and public addresses, unless development says).
+        self.webhook_policy = webhook_policy or TargetPolicy()
         self._limiter = limiter
         self._on_commit = on_commit
         self._clock = clock
+
+    async def _read(
+        self,
+        read: Callable[Concatenate[AsyncConnection, P], Awaitable[T]],
+        *args: P.args,
+        **kw: P.kwargs,
+    ) -> T:
+        """A read on a connection of its own, shielded: a query's sibling field that fails
+        cancels the others (the compiled path), and a connection cancelled halfway through a
+        statement may go back to the pool inside its transaction. The read finishes, and
+        returns its connection cleanly, whoever stopped waiting for it."""
+
+        async def run() -> T:
+            async with self._engine.connect() as conn:
+                return await read(conn, *args, **kw)
+
+        return await asyncio.shield(run())
 
     def _uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine, on_commit=self._on_commit)
@@ -168,6 +202,103 @@ class UseCases:
             await uow.commit()
         keys_of(self._engine).forget(tenant_id)  # this process's copy of a destroyed key
         return n
+
+    async def export_customer(
+        self, tenant_id: str, customer_id: uuid.UUID, actor: str, channel: str
+    ) -> export.CustomerExport | None:
+        """Everything held about one customer (GDPR art. 15/20), the export recorded in the
+        same transaction; None, and nothing recorded, when the tenant has no such customer."""
+        async with self._uow() as uow:
+            found = await export.export_customer(
+                uow.connection, tenant_id, customer_id, actor, channel, self._clock()
+            )
+            if found is not None:
+                await uow.commit()
+        return found
+
+    async def data_exports(
+        self, tenant_id: str, customer_id: uuid.UUID | None = None, limit: int = 50
+    ) -> list[export.ExportRecord]:
+        """The tenant's recorded exports, newest first."""
+        return await self._read(export.list_exports, tenant_id, customer_id, limit)
+
+    def _webhook_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked endpoint fields; raises TargetRefused or ValueError (the message says why)."""
+        out = dict(fields)
+        if "url" in out:
+            self.webhook_policy.check_url(out["url"])
+        unknown = set(out.get("event_types") or ()) - set(webhooks.EVENT_TYPES)
+        if unknown:
+            raise ValueError(
+                f"unknown event types {sorted(unknown)}; known: {webhooks.EVENT_TYPES}"
+            )
+        return out
+
+    async def create_webhook(
+        self, tenant_id: str, actor: str, fields: Mapping[str, Any]
+    ) -> tuple[webhooks.Endpoint, str]:
+        """A new endpoint and its secret, which is shown this once."""
+        checked = self._webhook_fields(fields)
+        secret = new_secret()
+        async with self._uow() as uow:
+            endpoint = await webhooks.create_endpoint(
+                uow.connection, tenant_id, actor, checked, secret, self._clock()
+            )
+            await uow.commit()
+        return endpoint, secret
+
+    async def update_webhook(
+        self, tenant_id: str, endpoint_id: uuid.UUID, fields: Mapping[str, Any]
+    ) -> webhooks.Endpoint | None:
+        checked = self._webhook_fields(fields)
+        async with self._uow() as uow:
+            endpoint = await webhooks.update_endpoint(
+                uow.connection, tenant_id, endpoint_id, checked, self._clock()
+            )
+            if endpoint is not None:
+                await uow.commit()
+        return endpoint
+
+    async def rotate_webhook_secret(
+        self, tenant_id: str, endpoint_id: uuid.UUID
+    ) -> tuple[webhooks.Endpoint, str] | None:
+        secret = new_secret()
+        async with self._uow() as uow:
+            endpoint = await webhooks.rotate_secret(
+                uow.connection, tenant_id, endpoint_id, secret, self._clock()
+            )
+            if endpoint is None:
+                return None
+            await uow.commit()
+        return endpoint, secret
+
+    async def delete_webhook(self, tenant_id: str, endpoint_id: uuid.UUID) -> bool:
+        async with self._uow() as uow:
+            gone = await webhooks.delete_endpoint(uow.connection, tenant_id, endpoint_id)
+            if gone:
+                await uow.commit()
+        return gone
+
+    async def replay_webhook_delivery(
+        self, tenant_id: str, delivery_id: uuid.UUID
+    ) -> webhooks.Delivery | None:
+        async with self._uow() as uow:
+            found = await webhooks.replay_delivery(
+                uow.connection, tenant_id, delivery_id, self._clock()
+            )
+            if found is not None:
+                await uow.commit()
+        return found
+
+    async def webhook_endpoints(
+        self, tenant_id: str, endpoint_id: uuid.UUID | None = None
+    ) -> list[webhooks.Endpoint]:
+        return await self._read(webhooks.list_endpoints, tenant_id, endpoint_id)
+
+    async def webhook_deliveries(
+        self, tenant_id: str, endpoint_id: uuid.UUID, status: str | None, limit: int
+    ) -> list[webhooks.Delivery]:
+        return await self._read(webhooks.list_deliveries, tenant_id, endpoint_id, status, limit)
 
     async def seal_plaintext(self) -> int:
         """Seal personal data stored before encryption; one short transaction per batch, so

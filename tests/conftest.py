@@ -155,6 +155,13 @@ def settings(app_database_url: str, redis_url: str, kafka_bootstrap: str) -> Set
         # every query the suite sends is answered by the compiled path AND by strawberry,
         # and the two must agree (check_compiled below)
         graphql_compiled="verify",
+        # webhooks to the tests' own receivers on 127.0.0.1, retried within seconds
+        webhook_dev_targets=True,
+        webhook_retry_schedule=[0.3, 0.6, 1.0, 1.0, 1.0],
+        webhook_timeout_seconds=1.0,
+        webhook_disable_after_failures=6,
+        webhook_disable_after_seconds=0,
+        webhook_poll_seconds=0.1,
     )
 
 

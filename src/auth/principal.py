@@ -14,12 +14,13 @@ class Permission(StrEnum):
 
 
 SUPER_ADMIN = "ROLE_SUPER_ADMIN"
+TENANT_ADMIN = "ROLE_TENANT_ADMIN"
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "ROLE_CUSTOMER_VIEWER": frozenset({Permission.VIEW_LIFECYCLE}),
     "ROLE_ACCOUNT_MANAGER": frozenset(
         {Permission.VIEW_LIFECYCLE, Permission.UPDATE_LIFECYCLE, Permission.VIEW_HISTORY}
     ),
-    "ROLE_TENANT_ADMIN": frozenset(Permission),
+    TENANT_ADMIN: frozenset(Permission),
     SUPER_ADMIN: frozenset(Permission),
 }
 
@@ -47,6 +48,12 @@ class Principal:
     @property
     def is_super_admin(self) -> bool:
         return SUPER_ADMIN in self.roles
+
+    @property
+    def is_tenant_admin(self) -> bool:
+        """A tenant's administrator: TENANT_ADMIN, or a super admin acting in the tenant
+        (data exports, webhooks)."""
+        return TENANT_ADMIN in self.roles or self.is_super_admin
 
 
 class AuthError(Exception):

@@ -176,6 +176,12 @@ async def load_stage_config(conn: AsyncConnection, tenant_id: str) -> StageConfi
     )
 
 
+_CAUSES = text(
+    "INSERT INTO history_causes (tenant_id, history_id, event_source, event_id, event_type) "
+    "SELECT :t, h, :source, :id, :type FROM unnest(CAST(:hs AS uuid[])) h ON CONFLICT DO NOTHING"
+)
+
+
 class SqlLifecycleRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -294,3 +300,11 @@ class SqlLifecycleRepository:
         )
         for r in rows:
             self.generations[uuid.UUID(r.key)] = int(r.generation)
+
+    async def note_cause(self, tenant_id: str, source: str, event_id: str, type_: str) -> None:
+        """The consumed event behind every stage change recorded so far in this unit of work
+        (migration 0009): a data export names it."""
+        ids = [t.id for t in self.recorded if t.tenant_id == tenant_id]
+        if ids:
+            params = {"t": tenant_id, "source": source, "id": event_id, "type": type_, "hs": ids}
+            await self.conn.execute(_CAUSES, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Identity,
@@ -244,8 +245,94 @@ outbox = Table(
     # W3C trace context of the write, for the audit event (migration 0008; NULL untraced).
     Column("traceparent", Text),
     Column("tracestate", Text),
+    # Fanned out to webhook deliveries by the relay's webhook sink (migration 0010).
+    Column("webhooks_fanned_at", TS),
     Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_redis_pending", "id", postgresql_where=text("redis_published_at IS NULL")),
     # The commit-time chain trigger finds a history row's outbox row by it (migration 0006).
     Index("ix_outbox_history_id", "history_id", postgresql_where=text("history_id IS NOT NULL")),
+    Index("ix_outbox_webhooks_pending", "id", postgresql_where=text("webhooks_fanned_at IS NULL")),
+)
+
+# Data subject access (migration 0009): every export, and the event behind an event-driven
+# stage change.
+data_exports = Table(
+    "data_exports",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    Column("exported_by", Text, nullable=False),
+    Column("exported_at", TS, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("customer_erased", Boolean, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index("ix_data_exports_tenant_at", "tenant_id", text("exported_at DESC"), text("id DESC")),
+)
+
+history_causes = Table(
+    "history_causes",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("history_id", UUID(as_uuid=True), nullable=False),
+    Column("event_source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "history_id"),
+)
+
+# Webhooks (migration 0010): a tenant's endpoints and the deliveries made from the outbox.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", Text),
+    Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("stages", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("active", Boolean, nullable=False),
+    # whsec_ secrets sealed with the tenant's data key, never plaintext.
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text),
+    Column("previous_secret_until", TS),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("failing_since", TS),
+    Column("disabled_at", TS),
+    Column("disabled_reason", Text),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("endpoint_id", UUID(as_uuid=True), nullable=False),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_attempt_at", TS),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("delivered_at", TS),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    UniqueConstraint("tenant_id", "endpoint_id", "outbox_id"),
+    Index(
+        "ix_webhook_deliveries_queue",
+        "endpoint_id",
+        "customer_id",
+        "outbox_id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_webhook_deliveries_log", "tenant_id", "endpoint_id", text("outbox_id DESC")),
 )

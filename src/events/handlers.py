@@ -156,6 +156,8 @@ async def handle(uow: SqlUnitOfWork, ev: Event, now: datetime) -> Outcome:
         # A move the tenant's rules refuse is skipped; the event's other effects stand.
         if isinstance(outcome, DomainError) and outcome.code is Code.NOT_FOUND:
             raise EventRejected(f"unknown customer {ev.customer_id}")
+    # Which event moved the customer, for its data export (the history's chain is untouched).
+    await uow.lifecycle.note_cause(ev.tenant, ev.source, ev.id, ev.type)
     return Outcome.APPLIED
 
 

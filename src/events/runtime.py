@@ -21,6 +21,8 @@ from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
 from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
+from .signing import TargetPolicy
+from .webhooks import WebhookSink, WebhookWorker
 
 if TYPE_CHECKING:
     from customer360.tracing import Tracing
@@ -130,6 +132,7 @@ async def background(
             sinks.insert(0, LazyKafkaSink(link, tracing))
             consume = _consume_when_ready(link, bootstrap, usecases, tracing)
             tasks.append(asyncio.create_task(consume))
+        sinks.append(WebhookSink(engine))  # deliveries made from the outbox, in order
         relay = OutboxRelay(
             engine,
             sinks,
@@ -137,6 +140,9 @@ async def background(
             tracing=tracing,
         )
         tasks.append(asyncio.create_task(relay.run()))
+        worker = webhook_worker(settings, engine, tracing) if settings.webhooks else None
+        if worker is not None:
+            tasks.append(asyncio.create_task(worker.run()))
         try:
             yield hub, link
         finally:
@@ -147,6 +153,31 @@ async def background(
                     await t
             if link is not None:
                 await link.close()
+            if worker is not None:
+                await worker.close()
+
+
+def webhook_worker(
+    settings: Settings, engine: AsyncEngine, tracing: Tracing | None = None
+) -> WebhookWorker:
+    return WebhookWorker(
+        engine,
+        schedule=settings.webhook_retry_schedule,
+        timeout=settings.webhook_timeout_seconds,
+        max_response_bytes=settings.webhook_max_response_bytes,
+        disable_after=(
+            settings.webhook_disable_after_failures,
+            settings.webhook_disable_after_seconds,
+        ),
+        poll_seconds=settings.webhook_poll_seconds,
+        policy=webhook_policy(settings),
+        tracing=tracing,
+    )
+
+
+def webhook_policy(settings: Settings) -> TargetPolicy:
+    """Where webhooks may go: development may allow http:// and private addresses."""
+    return TargetPolicy(dev_targets=settings.webhook_dev_targets and not settings.production)
 
 
 async def _consume_when_ready(

@@ -33,3 +33,14 @@ class CanViewLifecycle(_Needs):
 
 class CanViewHistory(_Needs):
     permission = Permission.VIEW_HISTORY
+
+
+class IsTenantAdmin(BasePermission):
+    """TENANT_ADMIN, or SUPER_ADMIN (in the tenant its X-Tenant-Id names)."""
+
+    error_class = Forbidden
+    message = "Needs ROLE_TENANT_ADMIN (or ROLE_SUPER_ADMIN)"
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        allowed: bool = info.context.principal.is_tenant_admin
+        return allowed

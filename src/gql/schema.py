@@ -30,11 +30,13 @@ from customer360.observability import get_logger
 from .context import Context
 from .customers import CustomerQuery
 from .errors import should_mask
+from .export import ExportMutation, ExportQuery
 from .fanout import Fanout, group_key
 from .lifecycle import LifecycleMutation
 from .limits import CodedMaskErrors, HideSuggestions, depth_limit
 from .stage_config import StageConfigMutation, StageConfigQuery
 from .subscriptions import PositionQuery, Subscription
+from .webhooks import WebhookMutation, WebhookQuery
 
 log = get_logger("customer360.graphql")
 MAX_DEPTH = 15
@@ -43,12 +45,12 @@ MAX_TOKENS = 2000
 
 
 @strawberry.type
-class Query(CustomerQuery, StageConfigQuery, PositionQuery):
+class Query(CustomerQuery, StageConfigQuery, PositionQuery, ExportQuery, WebhookQuery):
     pass
 
 
 @strawberry.type
-class Mutation(LifecycleMutation, StageConfigMutation):
+class Mutation(LifecycleMutation, StageConfigMutation, ExportMutation, WebhookMutation):
     pass
 
 
