@@ -527,6 +527,32 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
         stack.stop()
 
 
+async def _missed_details(engine: Any, ids: list[str], started: float) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    async with engine.connect() as c:
+        rows = (
+            await c.execute(
+                text(
+                    "SELECT h.id::text AS id, h.seq, h.source, h.to_stage, "
+                    "extract(epoch FROM h.changed_at) AS changed_at, o.id AS outbox_id, "
+                    "o.history_seq, extract(epoch FROM o.created_at) AS outbox_created, "
+                    "extract(epoch FROM o.redis_published_at) AS redis_published "
+                    "FROM lifecycle_history h LEFT JOIN outbox o ON o.history_id = h.id "
+                    "WHERE h.id::text = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+        ).all()
+    out = []
+    for r in rows:
+        row = dict(r._mapping)
+        for k in ("changed_at", "outbox_created", "redis_published"):
+            row[k] = None if row[k] is None else round(float(row[k]) - started, 2)
+        out.append(row)
+    return out
+
+
 async def verdict(
     engine: Any,
     stack: Stack,
@@ -592,13 +618,19 @@ async def verdict(
     owed_missing = 0
     sub_twice = sum(s.twice for s in subscribers)
     gaps: list[tuple[float, float, int]] = []
+    missed_ids: dict[str, int] = {}
     for s in subscribers:
         owed = {t for t, at in history.items() if s.since is not None and at >= s.since + 1}
         missed = owed - s.seen
         owed_missing += len(missed)
+        for t in missed:
+            missed_ids[t] = missed_ids.get(t, 0) + 1
         if missed:
             times = sorted(history[t] - load.started for t in missed)
             gaps.append((round(times[0], 1), round(times[-1], 1), len(missed)))
+    missed_changes = await _missed_details(engine, sorted(missed_ids)[:5], load.started)
+    for change in missed_changes:
+        change["subscribers_missing_it"] = missed_ids[change["id"]]
     cache_mismatch = 0
     async with httpx.AsyncClient(timeout=10) as http:
         for cid, name in list(profiles.items())[:30]:
@@ -621,6 +653,8 @@ async def verdict(
         "changes_seen_twice_by_a_subscriber": sub_twice,
         "subscriptions_ended_by_the_server": sum(s.ended for s in subscribers),
         "missed_windows_s_since_start": gaps[:5],
+        # what a missed change was and what became of its outbox row (seconds since start)
+        "missed_changes": missed_changes,
         "audit_missing_window_s": [round(audit_gap[0], 1), round(audit_gap[-1], 1)]
         if audit_gap
         else [],
