@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +34,7 @@ from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
 from customer360.gql.fastpath import MISMATCHES
 from customer360.settings import Settings
-from tests.helpers import CLIENTS, apply_event, created_event
+from tests.helpers import CLIENTS, apply_event, created_event, npm_installed
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ISSUER, AUDIENCE = "c360-dev", "customer360"
@@ -296,19 +294,7 @@ class Api:
 @pytest.fixture(scope="session")
 def node_clients() -> Path:
     """tests/clients with its locked packages installed (`npm ci`, once per lock)."""
-    node = shutil.which("node")
-    assert node, "Node.js is needed for the client tests"
-    stamp = CLIENTS / "node_modules" / ".installed-lock"
-    lock = (CLIENTS / "package-lock.json").read_text()
-    if not stamp.exists() or stamp.read_text() != lock:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENTS,
-            check=True,
-            timeout=600,
-        )
-        stamp.write_text(lock)
-    return CLIENTS
+    return npm_installed(CLIENTS)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -57,6 +58,22 @@ async def move(api: Any, cid: Any, stage: str, reason: str | None = None) -> int
 # --- the clients front-end engineers use (Node, tests/clients) --------------------------
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
+
+
+def npm_installed(folder: Path) -> Path:
+    """`folder` with its locked npm packages installed (`npm ci`, once per lock)."""
+    assert shutil.which("node"), f"Node.js is needed for {folder.name}"
+    stamp = folder / "node_modules" / ".installed-lock"
+    lock = (folder / "package-lock.json").read_text()
+    if not stamp.exists() or stamp.read_text() != lock:
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=folder,
+            check=True,
+            timeout=600,
+        )
+        stamp.write_text(lock)
+    return folder
 
 
 async def run_node(script: str, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:

@@ -260,10 +260,30 @@ class _Seeks:
         self.seeks.append(offset)
 
 
+async def consume_repeatedly(
+    kafka_bootstrap: str, usecases: object, record: ConsumerRecord[bytes, bytes], times: int
+) -> tuple[list[int | None], list[int]]:
+    """One record handed to a real consumer's partition step `times` over (as after each
+    rewind): what each step returned (the next offset once done), and where it rewound."""
+    from aiokafka import TopicPartition
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        consumer = EventConsumer(kafka_bootstrap, usecases, producer)  # type: ignore[arg-type]
+        consumer.retry_base = 0.001
+        fake = _Seeks()
+        own = Ownership(fake)  # type: ignore[arg-type]
+        tp = TopicPartition(record.topic, record.partition)
+        outcomes = [await consumer._partition(own, own.epoch, tp, [record]) for _ in range(times)]
+    finally:
+        await producer.stop()
+    return outcomes, fake.seeks
+
+
 async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
     engine: AsyncEngine, tenant: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiokafka import TopicPartition
 
     class Broken:
         async def apply_event(self, *_: object, **__: object) -> None:
@@ -283,19 +303,9 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_partition_mo
         0,
         (),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        consumer = EventConsumer(kafka_bootstrap, Broken(), producer)  # type: ignore[arg-type]
-        consumer.retry_base = 0.001
-        fake = _Seeks()
-        own = Ownership(fake)  # type: ignore[arg-type]
-        tp = TopicPartition("customer.updated", 0)
-        outcomes = [await consumer._partition(own, own.epoch, tp, [record]) for _ in range(5)]
-    finally:
-        await producer.stop()
+    outcomes, seeks = await consume_repeatedly(kafka_bootstrap, Broken(), record, 5)
     assert outcomes == [None, None, None, None, 8]  # retried four times, then moved on
-    assert fake.seeks == [7, 7, 7, 7]
+    assert seeks == [7, 7, 7, 7]
     records = await read_topic(
         kafka_bootstrap,
         "customer.updated.dlq",
@@ -484,7 +494,6 @@ async def test_a_member_stopped_mid_batch_commits_exactly_what_it_applied(
 async def test_an_event_waits_out_a_database_outage_however_long_and_is_never_dead_lettered(
     engine: AsyncEngine, tenant: str, kafka_bootstrap: str, make_customer
 ) -> None:
-    from aiokafka import TopicPartition
 
     from customer360.usecases import BackendUnavailable
 
@@ -506,18 +515,8 @@ async def test_an_event_waits_out_a_database_outage_however_long_and_is_never_de
     record = ConsumerRecord(
         "contract.renewed", 0, 11, 0, 0, None, json.dumps(ev).encode(), None, 0, 0, ()
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        consumer = EventConsumer(kafka_bootstrap, Restarting(), producer)  # type: ignore[arg-type]
-        consumer.retry_base = 0.001
-        fake = _Seeks()
-        own = Ownership(fake)  # type: ignore[arg-type]
-        tp = TopicPartition("contract.renewed", 0)
-        outcomes = [await consumer._partition(own, own.epoch, tp, [record]) for _ in range(9)]
-    finally:
-        await producer.stop()
+    outcomes, seeks = await consume_repeatedly(kafka_bootstrap, Restarting(), record, 9)
     # then it was retried from its offset through the outage and applied once it ended
     assert outcomes == [None] * 8 + [12]
-    assert fake.seeks == [11] * 8
+    assert seeks == [11] * 8
     assert await version_and_renewals(engine, cid) == (2, 1)

@@ -4,7 +4,6 @@ the locked sources (web/package-lock.json, `npm ci`), typechecks, and is served 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from customer360.app import create_app
 from customer360.settings import Settings
 from customer360.webapp import CSP, WEB
+from tests.helpers import npm_installed
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "web"
@@ -22,18 +22,7 @@ SOURCES = ROOT / "web"
 @pytest.fixture(scope="session")
 def web_sources() -> Path:
     """web/ with its locked packages installed (`npm ci`, once per lock)."""
-    assert shutil.which("node"), "Node.js is needed to rebuild the tab"
-    stamp = SOURCES / "node_modules" / ".installed-lock"
-    lock = (SOURCES / "package-lock.json").read_text()
-    if not stamp.exists() or stamp.read_text() != lock:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=SOURCES,
-            check=True,
-            timeout=600,
-        )
-        stamp.write_text(lock)
-    return SOURCES
+    return npm_installed(SOURCES)
 
 
 def test_the_committed_build_equals_a_fresh_one_and_typechecks(
