@@ -160,6 +160,10 @@ class Load:
         self.errors: dict[str, int] = {}
         self.stop = asyncio.Event()
         self.started = time.time()
+        self.marks: dict[str, float] = {}  # seconds since the start, for reading a miss
+
+    def mark(self, what: str) -> None:
+        self.marks[what] = round(time.time() - self.started, 2)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -482,6 +486,7 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
             await fault(name, action)
         await asyncio.sleep(step)
         load.stop.set()
+        load.mark("load stopped")
         writers = tasks[len(subscribers) :]
         for t in writers:
             t.cancel()
@@ -498,6 +503,26 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
                     )
                 ).scalar() == 0
 
+        # A request the load abandoned goes on in its gateway and may commit a while later
+        # (on a saturated box, a second or more): wait until nothing has committed for a
+        # few seconds, or the subscribers would be stopped before a change they are owed.
+        last: list[tuple[int, float, float]] = []
+
+        async def quiet() -> bool:
+            async with engine.connect() as c:
+                n = (
+                    await c.execute(
+                        text("SELECT count(*) FROM lifecycle_history WHERE tenant_id = :t"),
+                        {"t": TENANT},
+                    )
+                ).scalar()
+            now = time.monotonic()
+            if not last or last[-1][0] != n:
+                last.append((int(n or 0), now, time.time()))
+            return now - last[-1][1] >= 3.0
+
+        await settle(quiet, 120)
+        load.marks["last commit seen"] = round(last[-1][2] - load.started, 2) if last else 0.0
         outbox_ok = await settle(drained, 120)
         await settle(consumed, 60)
 
@@ -518,6 +543,7 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
 
         # subscribers behind at the end (the box is saturated) catch up before the count
         await settle(delivered, 120)
+        load.mark("subscribers stopped")
         for t in tasks[: len(subscribers)]:
             t.cancel()
         await settle(caught_up, 30)
@@ -642,6 +668,7 @@ async def verdict(
             cache_mismatch += resp.json()["data"]["customer"]["name"] != name
     figures = {
         "faults": faults,
+        "marks_s_since_start": load.marks,
         "accepted_changes": len(load.accepted),
         "history_rows": len(history),
         "accepted_without_exactly_one_history_row": len(missing_history),
