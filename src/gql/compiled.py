@@ -80,22 +80,21 @@ class Compiler:
 
     def __init__(self, schema: strawberry.Schema) -> None:
         self.schema = schema
-        self._steps: dict[int, tuple[tuple[Selection, ...], tuple[Step, ...] | None]] = {}
 
-    def steps(self, tree: tuple[Selection, ...]) -> tuple[Step, ...] | None:
-        """None when some field of the tree is not compiled (introspection, say)."""
-        hit = self._steps.get(id(tree))
-        if hit is not None and hit[0] is tree:
-            return hit[1]
+    def steps(
+        self, tree: tuple[Selection, ...], cache: dict[int, Any]
+    ) -> tuple[Step, ...] | None:
+        """None when some field of the tree is not compiled (introspection, say). `cache`
+        belongs to whoever holds the tree (its document), so its id stays its own."""
+        if id(tree) in cache:
+            return cast("tuple[Step, ...] | None", cache[id(tree)])
         root = self.schema._schema.query_type
         assert root is not None
         try:
             steps: tuple[Step, ...] | None = self._object(root, tree)
         except Unsupported:
             steps = None
-        if len(self._steps) > 4096:
-            self._steps.clear()
-        self._steps[id(tree)] = (tree, steps)  # the tree is held, so its id stays its own
+        cache[id(tree)] = steps
         return steps
 
     def _object(self, parent: GraphQLObjectType, tree: Sequence[Selection]) -> tuple[Step, ...]:

@@ -89,7 +89,7 @@ class FastPath:
         coerced = self.planner.variables(doc, variables or {})
         if coerced is None:
             return None
-        steps = self.compiler.steps(self.planner.tree(doc, coerced))
+        steps = self.compiler.steps(self.planner.tree(doc, coerced), doc.compiled)
         if steps is None:
             return None
         name = doc.operation.name.value if doc.operation.name else None
