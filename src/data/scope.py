@@ -10,8 +10,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 TENANT_SQL = "set_config('app.tenant_id', :t, true)"
-# The same on asyncpg itself (data/queries.py reads there).
-TENANT_STATEMENT = "SELECT set_config('app.tenant_id', $1, true)"
 _TENANT = text(f"SELECT {TENANT_SQL}")
 _SYSTEM = text("SELECT set_config('app.scope', 'system', true)")
 

@@ -52,10 +52,15 @@ class CustomerFilter:
     )
 
 
+def _edge_cursor(self: CustomerEdge) -> str:
+    return self._page.cursor(self.node._row)
+
+
 @strawberry.type
 class CustomerEdge:
-    cursor: str
+    cursor: str = strawberry.field(resolver=_edge_cursor)
     node: Customer
+    _page: strawberry.Private[Page]
 
 
 @strawberry.type
@@ -149,7 +154,7 @@ async def customer_page(
 
     return Page(
         rows=rows[:limit],
-        cursors=[encode_cursor(scope, _sort_keys(order, row)) for row in rows[:limit]],
+        cursor=lambda row: encode_cursor(scope, _sort_keys(order, row)),
         has_next=len(rows) > limit,
         has_previous=after is not None,
         count=count,
@@ -190,13 +195,10 @@ class CustomerQuery:
         after: str | None = None,
     ) -> CustomerConnection:
         page = await customer_page(info.context, filter, order_by, first, after)
-        edges = [
-            CustomerEdge(cursor=c, node=Customer(_row=row))
-            for c, row in zip(page.cursors, page.rows, strict=True)
-        ]
+        edges = [CustomerEdge(node=Customer(_row=row), _page=page) for row in page.rows]
         return CustomerConnection(
             edges=edges,
-            page_info=page_info(edges, page.has_next, page.has_previous),
+            page_info=page_info(page),
             _count=page.count,
         )
 

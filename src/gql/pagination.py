@@ -23,7 +23,8 @@ class Page:
     the compiled path's dicts)."""
 
     rows: list[Any]
-    cursors: list[str]
+    # A row's cursor, made when asked for: most lists are read without their edges' cursors.
+    cursor: Callable[[Any], str]
     has_next: bool
     has_previous: bool
     count: Callable[[], Awaitable[int]]
@@ -32,8 +33,8 @@ class Page:
         return {
             "hasNextPage": self.has_next,
             "hasPreviousPage": self.has_previous,
-            "startCursor": self.cursors[0] if self.cursors else None,
-            "endCursor": self.cursors[-1] if self.cursors else None,
+            "startCursor": self.cursor(self.rows[0]) if self.rows else None,
+            "endCursor": self.cursor(self.rows[-1]) if self.rows else None,
         }
 
 

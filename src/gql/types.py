@@ -172,7 +172,7 @@ async def history_page(ctx: Context, cid: uuid.UUID, first: int | None, after: s
 
     return Page(
         rows=rows[:limit],
-        cursors=[encode_cursor(scope, [r.version]) for r in rows[:limit]],
+        cursor=lambda r: encode_cursor(scope, [r.version]),
         has_next=len(rows) > limit,
         has_previous=after is not None,
         count=count,
@@ -268,12 +268,12 @@ class Customer:
     ) -> LifecycleTransitionConnection:
         page = await history_page(info.context, self._row.id, first, after)
         edges = [
-            LifecycleTransitionEdge(cursor=c, node=LifecycleTransition.of(r))
-            for c, r in zip(page.cursors, page.rows, strict=True)
+            LifecycleTransitionEdge(cursor=page.cursor(r), node=LifecycleTransition.of(r))
+            for r in page.rows
         ]
         return LifecycleTransitionConnection(
             edges=edges,
-            page_info=page_info(edges, page.has_next, page.has_previous),
+            page_info=page_info(page),
             _count=page.count,
         )
 
@@ -291,12 +291,13 @@ class Customer:
         )
 
 
-def page_info(edges: list[Any], has_next: bool, has_previous: bool) -> PageInfo:
+def page_info(page: Page) -> PageInfo:
+    info = page.page_info()
     return PageInfo(
-        has_next_page=has_next,
-        has_previous_page=has_previous,
-        start_cursor=edges[0].cursor if edges else None,
-        end_cursor=edges[-1].cursor if edges else None,
+        has_next_page=info["hasNextPage"],
+        has_previous_page=info["hasPreviousPage"],
+        start_cursor=info["startCursor"],
+        end_cursor=info["endCursor"],
     )
 
 

@@ -20,7 +20,8 @@ async def test_a_read_cancelled_twice_leaves_no_transaction_to_the_next_user(
     try:
         for pause in (0.0, 0.001, 0.005, 0.02):
             # when a read is cancelled in the middle, and again while it rolls back
-            task = asyncio.create_task(reads._all("SELECT pg_sleep(2)", {"t": tenant}))
+            sleep = reads._all("SELECT pg_sleep(2), CAST(:t AS text)", {"t": tenant})
+            task = asyncio.create_task(sleep)
             await asyncio.sleep(0.2)
             task.cancel()
             await asyncio.sleep(pause)

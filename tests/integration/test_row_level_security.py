@@ -100,3 +100,11 @@ async def test_two_tenants_times_200_concurrent_requests_on_a_small_pool_see_0_f
     foreign = sum(len(ids - mine[t]) + len(owners - {t}) for t, ids, owners in results)
     assert foreign == 0
     assert all(ids == mine[t] for t, ids, _ in results)
+
+
+async def test_a_tenant_read_that_does_not_name_its_tenant_is_refused_before_it_runs(
+    app_engine: AsyncEngine,
+) -> None:
+    # the tenant is set by the read statement itself, which needs `:t` to order it first
+    with pytest.raises(ValueError, match="names its tenant"):
+        await Reads(app_engine)._all("SELECT count(*) FROM customers", {"t": "any"})
