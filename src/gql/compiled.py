@@ -81,9 +81,7 @@ class Compiler:
     def __init__(self, schema: strawberry.Schema) -> None:
         self.schema = schema
 
-    def steps(
-        self, tree: tuple[Selection, ...], cache: dict[int, Any]
-    ) -> tuple[Step, ...] | None:
+    def steps(self, tree: tuple[Selection, ...], cache: dict[int, Any]) -> tuple[Step, ...] | None:
         """None when some field of the tree is not compiled (introspection, say). `cache`
         belongs to whoever holds the tree (its document), so its id stays its own."""
         if id(tree) in cache:
