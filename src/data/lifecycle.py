@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,26 +43,53 @@ _CONFIG_SHARED = text(
 _CONFIG_EXCLUSIVE = text(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
 )
-# The lifecycle's own time, not the row's: profile changes move `updated_at` too, and a no-op
-# answers with the time of the last lifecycle change (what GET says), as the contract asks.
-_LOCK = text(
-    "SELECT id, stage, version, stage_entered_at, "
-    "COALESCE(lifecycle_updated_at, updated_at) AS updated_at FROM customers "
-    "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
-    "ORDER BY id FOR UPDATE"
-)
 # Requests with the same key serialise on it (even for different customers), so the second
-# sees the first's record; locks are taken in one sorted order.
-_LOCK_KEYS = text(
-    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended("
-    "'idem:' || :t || ':' || :s || ':' || k, 0) AS h FROM unnest(CAST(:keys AS text[])) k) x "
-    "ORDER BY h"
+# sees the first's record; locks are taken in one sorted order, after the configuration's.
+_KEY_LOCKS = (
+    "(SELECT count(*) FROM (SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+    "hashtextextended('idem:' || :t || ':' || :s || ':' || k, 0) AS h "
+    "FROM unnest(CAST(:keys AS text[])) k) x ORDER BY h) y)"
 )
-_FIND_KEYS = text(
-    "SELECT key, fingerprint, result FROM idempotency_keys "
-    "WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
-    "AND created_at > now() - make_interval(hours => :hours)"
+_LOCK_KEYS = text(f"SELECT {_KEY_LOCKS}")
+_CONFIG_SHARED_AND_KEYS = text(
+    f"SELECT {TENANT_SQL}, pg_advisory_xact_lock_shared(hashtextextended('stage-config:' "
+    f"|| :t, 0)), {_KEY_LOCKS}"
 )
+
+
+@functools.cache
+def _prepared(config: bool, keys: bool) -> TextClause:
+    """What a batch decides on, in one statement once its locks are held (each read must
+    see what the holders before it committed, so it comes in a statement after the lock):
+    the configuration unless already held, the customers locked in id order, the actor's
+    first results for its keys. The lifecycle's own time, not the row's: profile changes move
+    `updated_at` too, and a no-op answers with the time of the last lifecycle change (what
+    GET says), as the contract asks."""
+    parts = []
+    if config:
+        parts.append(
+            "SELECT 'config' AS kind, version, config, updated_at, updated_by, NULL::uuid AS id, "
+            "NULL AS stage, NULL::timestamptz AS entered_at, NULL AS key, NULL AS fingerprint, "
+            "NULL::jsonb AS result FROM (SELECT version, config, updated_at, updated_by "
+            "FROM stage_configs WHERE tenant_id = :t ORDER BY version DESC LIMIT 1) x"
+        )
+    parts.append(
+        "SELECT 'customer' AS kind, version, NULL::jsonb AS config, updated_at, "
+        "NULL AS updated_by, id, stage, stage_entered_at AS entered_at, NULL AS key, "
+        "NULL AS fingerprint, NULL::jsonb AS result FROM (SELECT id, stage, version, "
+        "stage_entered_at, COALESCE(lifecycle_updated_at, updated_at) AS updated_at FROM customers "
+        "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
+        "ORDER BY id FOR UPDATE) c"
+    )
+    if keys:
+        parts.append(
+            "SELECT 'key', NULL, NULL, NULL, NULL, NULL, NULL, NULL, key, fingerprint, result "
+            "FROM idempotency_keys WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
+            "AND created_at > now() - make_interval(hours => :hours)"
+        )
+    return text(" UNION ALL ".join(parts))
+
+
 # One statement, one round trip: history, current status, stage counts, outbox, keys.
 _RECORD = text(
     f"""
@@ -244,22 +272,35 @@ class SqlLifecycleRepository:
         self._held[tenant_id] = config
         self.written = True
 
-    async def lock_customers(
-        self, tenant_id: str, ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, CustomerState]:
-        rows = await self.conn.execute(_LOCK, {"t": tenant_id, "ids": list(ids)})
-        return {
-            r.id: CustomerState(r.id, r.stage, r.version, r.stage_entered_at, r.updated_at)
-            for r in rows
-        }
-
-    async def find_idempotent(
-        self, tenant_id: str, actor: str, keys: Sequence[str]
-    ) -> dict[str, StoredResult]:
-        params = {"t": tenant_id, "s": actor, "keys": list(keys)}
-        await self.conn.execute(_LOCK_KEYS, params)
-        rows = await self.conn.execute(_FIND_KEYS, {**params, "hours": IDEMPOTENCY_HOURS})
-        return {r.key: StoredResult(r.fingerprint, result_from_json(r.result)) for r in rows}
+    async def prepare_changes(
+        self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
+    ) -> tuple[StageConfig, dict[uuid.UUID, CustomerState], dict[str, StoredResult]]:
+        """Two round trips: the locks (with the row-level security tenant), then the rows."""
+        params = {"t": tenant_id, "s": actor, "keys": list(keys), "ids": list(ids)}
+        config = self._held.get(tenant_id)
+        if config is None:
+            self._one_tenant(tenant_id)
+            await self.conn.execute(_CONFIG_SHARED_AND_KEYS if keys else _CONFIG_SHARED, params)
+        elif keys:
+            await self.conn.execute(_LOCK_KEYS, params)
+        rows = await self.conn.execute(
+            _prepared(config is None, bool(keys)), {**params, "hours": IDEMPOTENCY_HOURS}
+        )
+        states: dict[uuid.UUID, CustomerState] = {}
+        stored: dict[str, StoredResult] = {}
+        for r in rows:
+            if r.kind == "customer":
+                states[r.id] = CustomerState(r.id, r.stage, r.version, r.entered_at, r.updated_at)
+            elif r.kind == "key":
+                stored[r.key] = StoredResult(r.fingerprint, result_from_json(r.result))
+            else:
+                config = config_from_json(
+                    r.config, version=r.version, updated_at=r.updated_at, updated_by=r.updated_by
+                )
+        if config is None:
+            config = DEFAULT_CONFIG
+        self._held[tenant_id] = config
+        return config, states, stored
 
     async def record(
         self,

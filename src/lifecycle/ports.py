@@ -23,13 +23,13 @@ class LifecycleRepository(Protocol):
 
     async def save_config(self, tenant_id: str, config: StageConfig) -> None: ...
 
-    async def lock_customers(
-        self, tenant_id: str, ids: Sequence[UUID]
-    ) -> dict[UUID, CustomerState]: ...
-
-    async def find_idempotent(
-        self, tenant_id: str, actor: str, keys: Sequence[str]
-    ) -> dict[str, StoredResult]: ...
+    async def prepare_changes(
+        self, tenant_id: str, ids: Sequence[UUID], actor: str, keys: Sequence[str]
+    ) -> tuple[StageConfig, dict[UUID, CustomerState], dict[str, StoredResult]]:
+        """What a batch of changes decides on, held steady until commit: the configuration,
+        the customers of `ids` (locked; missing ones left out) and the actor's first results
+        for `keys`."""
+        ...
 
     async def record(
         self,

@@ -128,10 +128,9 @@ async def change_stages(
     if any(c.tenant_id != tenant_id or c.actor != actor for c in commands):
         raise ValueError("one unit of work serves one tenant and one actor")
     outcomes: list[ChangeResult | DomainError] = []
-    config = await repo.stage_config(tenant_id, for_write=True)
-    states = await repo.lock_customers(tenant_id, sorted({c.customer_id for c in commands}))
+    ids = sorted({c.customer_id for c in commands})
     keys = sorted({c.idempotency_key for c in commands if c.idempotency_key is not None})
-    stored = await repo.find_idempotent(tenant_id, actor, keys) if keys else {}
+    config, states, stored = await repo.prepare_changes(tenant_id, ids, actor, keys)
     now = clock()
     transitions: list[Transition] = []
     remembered: list[IdempotencyRecord] = []

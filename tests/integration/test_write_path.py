@@ -151,7 +151,7 @@ async def test_a_failing_write_leaves_nothing_behind(
     uow = SqlUnitOfWork(engine)
     try:
         async with uow:
-            await uow.lifecycle.lock_customers(tenant, [cid])
+            await uow.lifecycle.prepare_changes(tenant, [cid], "someone", [])
             await uow.connection.execute(
                 text(
                     "INSERT INTO outbox (tenant_id, topic, key, payload) "

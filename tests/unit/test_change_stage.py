@@ -48,11 +48,14 @@ class FakeRepo:
 
     async def save_config(self, tenant_id: str, config: StageConfig) -> None: ...
 
-    async def lock_customers(self, tenant_id: str, ids: Sequence[uuid.UUID]):  # type: ignore[no-untyped-def]
-        return {i: replace(self.customers[i]) for i in ids if i in self.customers}
-
-    async def find_idempotent(self, tenant_id: str, actor: str, keys: Sequence[str]):  # type: ignore[no-untyped-def]
-        return {k: self.keys[(actor, k)] for k in keys if (actor, k) in self.keys}
+    async def prepare_changes(  # type: ignore[no-untyped-def]
+        self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
+    ):
+        return (
+            self.config,
+            {i: replace(self.customers[i]) for i in ids if i in self.customers},
+            {k: self.keys[(actor, k)] for k in keys if (actor, k) in self.keys},
+        )
 
     async def record(
         self,
