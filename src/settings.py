@@ -92,8 +92,10 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: float = Field(default=5 * 86400.0, ge=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_dev_targets: bool = False
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # A fixed pool: connections opened past it are closed again as soon as the pool is full,
+    # so a bursty load opened and closed them by the hundred (S2 in docs/BENCHMARKS.md).
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
     log_level: str = "INFO"
 
     # Tracing (src/tracing.py) is off unless OpenTelemetry's own environment asks for it; the

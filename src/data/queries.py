@@ -186,7 +186,7 @@ class Customer:
 
 
 class Reads:
-    """Single-statement reads, each in a short transaction scoped to its tenant.
+    """Single-statement reads in autocommit, each scoping itself to its tenant.
 
     The tenant's stage configuration is kept for `config_ttl` seconds per process (a saved
     configuration reaches other processes within that time; `forget_config` makes this
