@@ -155,18 +155,22 @@ class CustomerFilterSpec:
         return " AND ".join(clauses)
 
 
+# Where a customer row's columns are kept: the sealed ones under another name, so that their
+# first read reaches __getattr__ and opens them.
+_KEPT_AS = tuple("_sealed_" + f if f in SEALED else f for f in CUSTOMER_FIELDS)
+
+
 class Customer:
     """A customer as the API reads it. Its sealed fields are opened on first read, not
     before: a page that shows no email pays for no decryption."""
 
     def __init__(self, row: Any, cipher: TenantCipher | None) -> None:
         values = self.__dict__
-        if isinstance(row, Row | asyncpg.Record):
-            values.update(zip(CUSTOMER_FIELDS, row, strict=True))
+        if isinstance(row, asyncpg.Record | Row):
+            values.update(zip(_KEPT_AS, row, strict=True))
         else:  # from the cache
-            values.update({f: getattr(row, f) for f in CUSTOMER_FIELDS})
-        for f in SEALED:
-            values["_sealed_" + f] = values.pop(f)
+            kept = zip(_KEPT_AS, CUSTOMER_FIELDS, strict=True)
+            values.update({k: getattr(row, f) for k, f in kept})
         self._cipher = cipher
 
     def _open(self, field: str) -> str | None:

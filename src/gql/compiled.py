@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, cast
@@ -240,6 +240,10 @@ _NATIVE: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
 def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False) -> Complete:
     serialize = type_.serialize
     native = _NATIVE.get(type_.name)
+    # An enum's members as its serialiser names them, worked out once (strawberry's looks
+    # through the values for each one); anything else still goes to the serialiser.
+    enum = getattr(type_, "wrapped_cls", None) if isinstance(type_, GraphQLEnumType) else None
+    names = {m: serialize(m) for m in cast("Iterable[Any]", enum)} if enum is not None else {}
 
     def leaf(value: Any, run: Run) -> Any:
         if value is None:
@@ -248,6 +252,8 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False)
             return None
         if type(value) is native:
             return value
+        if type(value) is enum:
+            return names[value]
         return serialize(value)
 
     return leaf

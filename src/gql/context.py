@@ -30,12 +30,19 @@ class Loaders:
     customer: DataLoader[uuid.UUID, Record | None]
     metrics: DataLoader[uuid.UUID, Record | None]
     history: DataLoader[uuid.UUID, list[Record]]
+    # Customers this request has read already (a page's rows): the customer loader answers
+    # them as read, without a second query. Cheaper than priming the loader row by row,
+    # which makes a future per row that is almost never asked for.
+    known: dict[uuid.UUID, Record]
 
 
 def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
+    known: dict[uuid.UUID, Record] = {}
+
     async def customers(ids: list[uuid.UUID]) -> list[Record | None]:
-        found = await reads.customers_by_id(tenant_id, ids)
-        return [found.get(i) for i in ids]
+        missing = [i for i in ids if i not in known]
+        found = await reads.customers_by_id(tenant_id, missing) if missing else {}
+        return [known[i] if i in known else found.get(i) for i in ids]
 
     async def metrics(ids: list[uuid.UUID]) -> list[Record | None]:
         found = await reads.metrics_by_customer(tenant_id, ids)
@@ -45,7 +52,7 @@ def make_loaders(reads: Reads, tenant_id: str) -> Loaders:
         found = await reads.history_by_customer(tenant_id, ids)
         return [found[i] for i in ids]
 
-    return Loaders(DataLoader(customers), DataLoader(metrics), DataLoader(history))
+    return Loaders(DataLoader(customers), DataLoader(metrics), DataLoader(history), known)
 
 
 @dataclass(slots=True)

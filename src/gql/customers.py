@@ -146,8 +146,7 @@ async def customer_page(
     scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
     after_keys = _after_keys(order, decode_cursor(after, scope)) if after is not None else None
     rows = list(await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys))
-    for row in rows[:limit]:
-        ctx.loaders.customer.prime(row.id, row)
+    ctx.loaders.known.update((row.id, row) for row in rows[:limit])
 
     async def count() -> int:
         return await ctx.reads.count_customers(ctx.tenant_id, spec)
