@@ -47,6 +47,7 @@ from customer360.tls import StrictTransportSecurity
 from customer360.tracing import configure as configure_tracing
 from customer360.usecases import UseCases
 from customer360.webapp import routes as web_app_routes
+from customer360.workers import end_with_supervisor
 
 if TYPE_CHECKING:
     from customer360.tracing import Tracing
@@ -224,6 +225,7 @@ class Gateway(Starlette):
 def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> Starlette:
     """The gateway; `tracing` is what customer360.tracing.configure made (the tests hand
     their own), else it is made here from the settings: None, nothing traced, by default."""
+    end_with_supervisor()  # in a worker of `c360 serve --workers N`
     settings = settings or Settings()
     problems = settings.production_problems()
     if problems:

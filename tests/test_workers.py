@@ -1,0 +1,98 @@
+"""Workers of `c360 serve --workers N` never outlive their supervisor (a SIGKILLed one
+cannot stop them itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from customer360.devstack import free_port
+from customer360.settings import Settings
+from tests.conftest import DATA_KEY, SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PROMETHEUS_"))}
+    env.update(
+        C360_DATABASE_URL=settings.database_url or "",
+        C360_REDIS_URL=settings.redis_url or "",
+        C360_KAFKA_BOOTSTRAP="off",
+        C360_DATA_KEY=DATA_KEY,
+        C360_JWT_SECRET=SECRET,
+    )
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "customer360.cli", "serve", "--port", str(port), "--workers", "2"),
+        env=env,
+        cwd=ROOT,
+    )
+    workers: set[int] = set()
+    try:
+        # given a server with two workers answering
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        workers = {p for p in children(proc.pid) if "spawn_main" in _cmdline(p)}
+        assert len(workers) == 2, workers
+        # when its supervisor is killed, with no chance to stop them
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        # then the workers stop too, and nothing answers on the port any more
+        deadline = time.monotonic() + 20
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not any(alive(w) for w in workers)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+            try:
+                await http.get("/healthz")
+                answered = True
+            except httpx.TransportError:
+                answered = False
+        assert not answered
+    finally:
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
