@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer360.gql.limits import MAX_REQUEST_BYTES
 from customer360.settings import Settings
+from customer360.workers import GRACEFUL_SECONDS
 
 # A year, subdomains included: a browser that saw it never tries plain HTTP again.
 HSTS = "max-age=31536000; includeSubDomains"
@@ -25,6 +26,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "ws_max_size": MAX_REQUEST_BYTES,
         "ws_per_message_deflate": False,
+        # A stop waits this long for open connections, then closes them: never for ever.
+        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
     }
     if settings.tls_terminated:
         options["ssl_certfile"] = str(settings.tls_cert_file)

@@ -3,33 +3,50 @@
 uvicorn's supervisor stops its workers when it is stopped, but a supervisor that is killed
 (SIGKILL, the OOM killer) cannot: its workers went on serving from the listening socket they
 share, leading the outbox relay and holding live sockets, with no process an operator
-watches, and a supervisor started again beside them. Linux signals a process when its parent
-dies, if asked (`prctl(PR_SET_PDEATHSIG)`); a worker asks for SIGTERM and stops as on any
-stop. In a container (one worker per pod) the container's end takes every process anyway.
+watches, beside a supervisor started again. Each worker watches its parent and, once it is
+gone, stops as on any stop (SIGTERM: sockets closed with a code clients retry, Kafka
+partitions handed over), or exits outright if that takes longer than a stop may.
+In a container (one worker per pod) the container's end takes every process anyway.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
-import sys
+import threading
+import time
 
 from customer360.observability import get_logger
 
 log = get_logger("customer360.workers")
-PR_SET_PDEATHSIG = 1
+# uvicorn gives connections this long to finish once stopped (tls.server_options); the
+# watch gives the whole stop a little more before it exits regardless.
+GRACEFUL_SECONDS = 20
+HARD_EXIT_SECONDS = GRACEFUL_SECONDS + 10.0
 
 
-def end_with_supervisor() -> None:
-    """In a worker process (a multiprocessing child): be stopped when the parent dies."""
+def end_with_supervisor(
+    check_seconds: float = 1.0, hard_exit_seconds: float = HARD_EXIT_SECONDS
+) -> None:
+    """In a worker process (a multiprocessing child): stop once the parent is gone."""
     parent = multiprocessing.parent_process()
-    if parent is None or not sys.platform.startswith("linux"):
+    if parent is None or parent.pid is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("cannot ask to end with the supervisor", errno=ctypes.get_errno())
-        return
-    if os.getppid() != parent.pid:  # it died before the request was made
-        os.kill(os.getpid(), signal.SIGTERM)
+    watch = threading.Thread(
+        target=_watch,
+        args=(parent.pid, check_seconds, hard_exit_seconds),
+        name="supervisor-watch",
+        daemon=True,
+    )
+    watch.start()
+
+
+def _watch(parent: int, check_seconds: float, hard_exit_seconds: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(check_seconds)
+    log.error("supervisor gone; stopping", supervisor=parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(hard_exit_seconds)
+    log.error("stopping took too long; exiting", seconds=hard_exit_seconds)
+    os._exit(1)

@@ -96,3 +96,46 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+# A supervisor that starts one worker which ignores SIGTERM (a stop that hangs), prints the
+# worker's pid and waits to be killed.
+STUCK = """
+import multiprocessing, signal, sys, time
+from customer360.workers import end_with_supervisor
+
+def worker():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    end_with_supervisor(check_seconds=0.1, hard_exit_seconds=1.0)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")
+    p = multiprocessing.Process(target=worker)
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+async def test_a_worker_whose_stop_hangs_exits_all_the_same(tmp_path: Path) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    worker = int((await proc.stdout.readline()).decode())
+    try:
+        await asyncio.sleep(0.5)
+        # when the supervisor is killed and the worker ignores the stop it is asked for
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        # then the worker exits anyway, soon after its hard-exit time
+        deadline = time.monotonic() + 10
+        while alive(worker) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not alive(worker)
+    finally:
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
