@@ -26,6 +26,7 @@ from typing import Any, cast
 import strawberry
 from graphql import (
     GraphQLEnumType,
+    GraphQLError,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -243,7 +244,7 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False)
     # An enum's members as its serialiser names them, worked out once (strawberry's looks
     # through the values for each one); anything else still goes to the serialiser.
     enum = getattr(type_, "wrapped_cls", None) if isinstance(type_, GraphQLEnumType) else None
-    names = {m: serialize(m) for m in cast("Iterable[Any]", enum)} if enum is not None else {}
+    names = _names(serialize, enum) if enum is not None else {}
 
     def leaf(value: Any, run: Run) -> Any:
         if value is None:
@@ -252,11 +253,21 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False)
             return None
         if type(value) is native:
             return value
-        if type(value) is enum:
+        if type(value) is enum and value in names:
             return names[value]
         return serialize(value)
 
     return leaf
+
+
+def _names(serialize: Callable[[Any], Any], enum: Iterable[Any]) -> dict[Any, Any]:
+    names = {}
+    for member in enum:
+        try:
+            names[member] = serialize(member)
+        except (ValueError, TypeError, GraphQLError):  # not in the schema: serialize says so
+            continue
+    return names
 
 
 async def _settle(value: Any) -> Any:
