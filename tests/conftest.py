@@ -185,6 +185,31 @@ class Server:
         return engine
 
 
+def serve_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `c360 serve` subprocess on the suite's backends (no Kafka)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PROMETHEUS_"))}
+    env.update(
+        C360_DATABASE_URL=settings.database_url or "",
+        C360_REDIS_URL=settings.redis_url or "",
+        C360_KAFKA_BOOTSTRAP="off",
+        C360_DATA_KEY=DATA_KEY,
+        C360_JWT_SECRET=SECRET,
+        **extra,
+    )
+    return env
+
+
+async def until_healthy(http: httpx.AsyncClient, tries: int = 300) -> None:
+    """Until the server behind `http` answers /healthz (a subprocess starting)."""
+    for _ in range(tries):
+        try:
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
 async def run_server(app: Starlette, port: int | None = None, **options: Any) -> AsyncIterator[str]:
     port = port or free_port()

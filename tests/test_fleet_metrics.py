@@ -4,7 +4,6 @@ answers the scrape, and each worker's CPU and memory (issue 13 item 7, metrics p
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import httpx
 
 from customer360.devstack import free_port
 from customer360.settings import Settings
-from tests.conftest import DATA_KEY, SECRET
+from tests.conftest import serve_env, until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTHZ = re.compile(
@@ -23,29 +22,16 @@ MEMORY = re.compile(r'^c360_process_resident_memory_bytes\{pid="(\d+)"\} (\S+)$'
 
 
 async def test_two_workers_report_one_server(settings: Settings) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PROMETHEUS_"))}
-    env.update(
-        C360_DATABASE_URL=settings.database_url or "",
-        C360_REDIS_URL=settings.redis_url or "",
-        C360_KAFKA_BOOTSTRAP="off",
-        C360_DATA_KEY=DATA_KEY,
-        C360_JWT_SECRET=SECRET,
-    )
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "customer360.cli", "serve", "--port", str(port), "--workers", "2"),
-        env=env,
+        env=serve_env(settings),
         cwd=ROOT,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+            await until_healthy(http)
             # given requests spread over both workers (new connections, one each)
             for _ in range(40):
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as one:

@@ -14,7 +14,7 @@ import httpx
 
 from customer360.devstack import free_port
 from customer360.settings import Settings
-from tests.conftest import DATA_KEY, SECRET
+from tests.conftest import serve_env, until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,31 +40,18 @@ def alive(pid: int) -> bool:
 
 
 async def test_workers_stop_when_their_supervisor_is_killed(settings: Settings) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PROMETHEUS_"))}
-    env.update(
-        C360_DATABASE_URL=settings.database_url or "",
-        C360_REDIS_URL=settings.redis_url or "",
-        C360_KAFKA_BOOTSTRAP="off",
-        C360_DATA_KEY=DATA_KEY,
-        C360_JWT_SECRET=SECRET,
-    )
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "customer360.cli", "serve", "--port", str(port), "--workers", "2"),
-        env=env,
+        env=serve_env(settings),
         cwd=ROOT,
     )
     workers: set[int] = set()
     try:
         # given a server with two workers answering
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+            await until_healthy(http)
         workers = {p for p in children(proc.pid) if "spawn_main" in _cmdline(p)}
         assert len(workers) == 2, workers
         # when its supervisor is killed, with no chance to stop them

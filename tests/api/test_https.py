@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -20,25 +19,14 @@ from customer360.app import create_app
 from customer360.devstack import free_port
 from customer360.settings import Settings
 from customer360.tls import HSTS, server_options
-from tests.conftest import DATA_KEY, SECRET, make_token, run_server
+from tests.conftest import make_token, run_server, serve_env, until_healthy
 from tests.helpers import make_certificates, move
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def production_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
-    env.update(
-        C360_ENV="production",
-        C360_DATABASE_URL=settings.database_url or "",
-        C360_REDIS_URL=settings.redis_url or "",
-        C360_KAFKA_BOOTSTRAP="off",
-        C360_DATA_KEY=DATA_KEY,
-        C360_JWT_SECRET=SECRET,
-        C360_JWT_ALLOW_HS256="1",
-        **extra,
-    )
-    return env
+    return serve_env(settings, C360_ENV="production", C360_JWT_ALLOW_HS256="1", **extra)
 
 
 async def test_serve_terminates_tls_https_and_wss_with_hsts(
@@ -59,12 +47,7 @@ async def test_serve_terminates_tls_https_and_wss_with_hsts(
     cid = await make_customer(tenant)
     try:
         async with httpx.AsyncClient(base_url=base, verify=trust, timeout=10) as https:
-            for _ in range(150):
-                try:
-                    if (await https.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+            await until_healthy(https, 150)
             # when a client queries over HTTPS
             resp = await https.post(
                 "/graphql",
