@@ -58,10 +58,10 @@ class Document:
     compiled: dict[int, Any] = field(default_factory=dict)
 
 
-# Parsing and validating a small document costs 1-1.5 ms, twenty times its execution; its AST
-# and plan take about 60 bytes per character of text. The cache is bounded by text, not by
-# count: clients that write ids into their documents send thousands of distinct small ones,
-# and a count would let a few large ones take much memory.
+# Parsing and validating a small document costs 1-1.5 ms, several times what answering it
+# costs once cached; its AST and plan take about 60 bytes per character of text. The cache
+# is bounded by text, not by count: clients that write ids into their documents send
+# thousands of distinct small ones, and a count would let a few large ones take much memory.
 TEXT_BUDGET = 512 * 1024  # characters: about 30 MB of plans
 MAX_DOCUMENTS = 8192
 
