@@ -6,11 +6,13 @@ import asyncio
 import itertools
 import uuid
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import DomainError
+from customer360.lifecycle import ConfigProposal, DomainError, Reason
+from customer360.lifecycle.service import configure_stages
 from tests.helpers import change, use_cases
 from tests.helpers import command as cmd
 
@@ -195,3 +197,26 @@ async def test_stage_counts_never_deadlock_on_opposite_moves(
             ).all()
         )
     assert {k: v for k, v in counts.items() if v} == actual
+
+
+async def test_a_change_waits_for_a_configuration_save_and_decides_on_the_saved_one(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    # given a tenant whose stages include Trial, and a customer in Prospect
+    uc = use_cases(engine)
+    await uc.configure_stages(tenant, "admin", ConfigProposal(stages=["Prospect", "Trial"]))
+    cid = await make_customer()
+    # when a save that removes Trial holds the configuration, not yet committed,
+    async with SqlUnitOfWork(engine) as saving:
+        await configure_stages(saving.lifecycle, tenant, "admin", ConfigProposal(["Prospect"]))
+        # and a change to Trial is made meanwhile
+        moving = asyncio.create_task(change(engine, cmd(tenant, cid, "Trial")))
+        await asyncio.sleep(0.5)
+        assert not moving.done()  # it waits for the save
+        await saving.commit()
+    # then the change is decided on the saved configuration (a read made before its lock was
+    # granted would still see Trial), and the customer stays where it was
+    with pytest.raises(DomainError) as refused:
+        await moving
+    assert refused.value.reason is Reason.INVALID_STAGE
+    assert [r.to_stage for r in await history(engine, tenant, cid)] == ["Prospect"]
