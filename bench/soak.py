@@ -145,7 +145,11 @@ class Stack:
         for proc, _ in self.gateways.values():
             with contextlib.suppress(Exception):
                 proc.terminate()
-                proc.wait(15)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    # its workers then stop on their own, within their deadline (workers.py)
+                    proc.kill()
         for server in (self.kafka, self.redis, self.pg):
             with contextlib.suppress(Exception):
                 server.__exit__(None, None, None)

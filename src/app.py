@@ -47,7 +47,7 @@ from customer360.tls import StrictTransportSecurity
 from customer360.tracing import configure as configure_tracing
 from customer360.usecases import UseCases
 from customer360.webapp import routes as web_app_routes
-from customer360.workers import end_with_supervisor
+from customer360.workers import end_with_supervisor, stopping
 
 if TYPE_CHECKING:
     from customer360.tracing import Tracing
@@ -299,6 +299,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                         with gc_monitor():
                             yield
                 finally:
+                    stopping()  # in a worker: the stop ends in bounded time, done or not
                     watcher.cancel()
         finally:
             await graphql.socket_slots.close()  # this process's sockets stop counting now

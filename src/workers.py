@@ -7,6 +7,8 @@ watches, beside a supervisor started again. Each worker watches its parent and, 
 gone, stops as on any stop (SIGTERM: sockets closed with a code clients retry, Kafka
 partitions handed over), or exits outright if that takes longer than a stop may.
 In a container (one worker per pod) the container's end takes every process anyway.
+A worker's own stop is bounded too (`stopping`): with its supervisor waiting for it, a stop
+that never ends would keep the whole server from stopping.
 """
 
 from __future__ import annotations
@@ -42,11 +44,27 @@ def end_with_supervisor(
     watch.start()
 
 
+def stopping(hard_exit_seconds: float = HARD_EXIT_SECONDS) -> None:
+    """A worker's stop has begun (its application is shutting down): if the stop has not
+    ended within `hard_exit_seconds`, the worker exits regardless. With its backends gone,
+    a client library can wait for them for ever (seen: a worker stuck in its stop for
+    minutes), and its supervisor would wait for the worker as long."""
+    if multiprocessing.parent_process() is None:
+        return
+    threading.Thread(
+        target=_exit_after, args=(hard_exit_seconds,), name="stop-deadline", daemon=True
+    ).start()
+
+
 def _watch(parent: int, check_seconds: float, hard_exit_seconds: float) -> None:
     while os.getppid() == parent:
         time.sleep(check_seconds)
     log.error("supervisor gone; stopping", supervisor=parent)
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(hard_exit_seconds)
-    log.error("stopping took too long; exiting", seconds=hard_exit_seconds)
+    _exit_after(hard_exit_seconds)
+
+
+def _exit_after(seconds: float) -> None:
+    time.sleep(seconds)
+    log.error("stopping took too long; exiting", seconds=seconds)
     os._exit(1)

@@ -126,3 +126,39 @@ async def test_a_worker_whose_stop_hangs_exits_all_the_same(tmp_path: Path) -> N
     finally:
         if alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+# A supervisor that waits for its one worker, whose stop begins and then hangs (a backend
+# that no longer answers), and prints how the worker ended.
+HANGING_STOP = """
+import multiprocessing, time
+from customer360.workers import stopping
+
+def worker():
+    stopping(hard_exit_seconds=1.0)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")
+    p = multiprocessing.Process(target=worker)
+    p.start()
+    p.join()
+    print(p.exitcode, flush=True)
+"""
+
+
+async def test_a_worker_whose_stop_hangs_ends_and_its_supervisor_with_it(tmp_path: Path) -> None:
+    script = tmp_path / "hanging.py"
+    script.write_text(HANGING_STOP)
+    # given a supervisor waiting for a worker whose stop has begun and hangs
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        # then the worker ends after its deadline (exit code 1), and the supervisor's wait
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert out.decode().strip().splitlines()[-1] == "1"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
