@@ -1,0 +1,104 @@
+"""A py-spy profile of one worker under one scenario's load, run by hand:
+`.venv/bin/python bench/profile.py S1|S2 [--seconds 15] [--py-spy PATH]`.
+
+Writes the collapsed stacks to /tmp/c360-profile-<scenario>.txt and prints the functions with
+the most inclusive and own time (a quick read; load the file in speedscope for the rest)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import subprocess
+import threading
+from pathlib import Path
+
+from common import (  # bench/common.py
+    ID_SLOT,
+    backend_args,
+    bench_database,
+    serving,
+    user_tokens,
+    wrk,
+    wrk_script,
+)
+from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
+
+
+def worker_pid(supervisor: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True)
+    children = [int(p) for p in out.stdout.split()]
+    return children[-1] if children else supervisor
+
+
+def summarise(path: Path, top: int = 40) -> None:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    print(f"{total} samples")
+    print("--- inclusive")
+    for frame, n in inclusive.most_common(top):
+        print(f"{100 * n / total:5.1f}%  {frame}")
+    print("--- own")
+    for frame, n in own.most_common(top):
+        print(f"{100 * n / total:5.1f}%  {frame}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    backend_args(ap)
+    ap.add_argument("scenario", choices=["S1", "S2"])
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--py-spy", default="/tmp/tools/bin/py-spy")
+    ap.add_argument("--customers", type=int, default=50_000)
+    args = ap.parse_args()
+    scenario = {"S1": S1, "S2": S2}[args.scenario]
+    database = await bench_database(args.database, TENANT, args.customers)
+    ids = await customer_ids(database, 2000)
+    out = Path(f"/tmp/c360-profile-{args.scenario}.txt")
+    async with serving(database, args.redis, raise_rate_limit=False) as (base, proc):
+        script = wrk_script(
+            scenario.ours, ids if ID_SLOT in scenario.ours else (), user_tokens(TENANT)
+        )
+        wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
+        pid = worker_pid(proc.pid)
+        spy = subprocess.Popen(  # noqa: ASYNC220 - py-spy runs beside the load
+            [
+                args.py_spy,
+                "record",
+                "-p",
+                str(pid),
+                "-d",
+                str(args.seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        result: list[object] = []
+        t = threading.Thread(
+            target=lambda: result.append(wrk(f"{base}/graphql", script, CONNECTIONS, args.seconds))
+        )
+        t.start()
+        await asyncio.to_thread(t.join)
+        spy.wait()
+        print(result[0].line())  # type: ignore[attr-defined]
+    summarise(out)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
