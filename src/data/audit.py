@@ -76,7 +76,9 @@ class Verdict:
     unsealed: int = 0  # committed, awaiting their seal; not walked yet
 
 
-async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
+async def verify(
+    engine: AsyncEngine, tenant_id: str | None = None, *, stale_seconds: float = STALE_SECONDS
+) -> Verdict:
     rows = unsealed = 0
     broken: list[Broken] = []
     async with engine.connect() as conn:
@@ -85,7 +87,7 @@ async def verify(engine: AsyncEngine, tenant_id: str | None = None) -> Verdict:
         for t in tenants:
             waiting = (await conn.execute(_UNSEALED, {"t": t})).one()
             unsealed += int(waiting.n)
-            if waiting.n and float(waiting.oldest_s) > STALE_SECONDS:
+            if waiting.n and float(waiting.oldest_s) > stale_seconds:
                 why = (
                     f"{waiting.n} rows not sealed, the oldest committed "
                     f"{float(waiting.oldest_s):.0f} s ago: no sealer is running"

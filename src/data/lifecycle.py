@@ -109,7 +109,12 @@ hist AS (
   SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
          reason_code, source, config_version
   FROM t ORDER BY customer_id, version
-  RETURNING id
+  RETURNING id, seq, from_stage, to_stage
+),
+unsealed AS (
+  -- The sealer's queue, and the summary's deltas until it has counted them.
+  INSERT INTO history_unsealed (history_id, tenant_id, seq, from_stage, to_stage)
+  SELECT id, :t, seq, from_stage, to_stage FROM hist
 ),
 latest AS (
   SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC

@@ -125,12 +125,19 @@ lifecycle_history = Table(
     UniqueConstraint("tenant_id", "customer_id", "version"),
     Index("uq_lifecycle_history_tenant_id_chain_pos", "tenant_id", "chain_pos", unique=True),
     Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
-    Index(
-        "ix_lifecycle_history_unsealed",
-        "tenant_id",
-        "seq",
-        postgresql_where=text("chain_pos IS NULL"),
-    ),
+)
+
+# The committed changes awaiting their seal (migration 0011): their insert order, to seal
+# them in, and their count deltas, which the summary adds until then.
+history_unsealed = Table(
+    "history_unsealed",
+    metadata,
+    Column("history_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("from_stage", Text),
+    Column("to_stage", Text, nullable=False),
+    Index("ix_history_unsealed_tenant_seq", "tenant_id", "seq"),
 )
 
 history_heads = Table(

@@ -250,22 +250,16 @@ async def test_a_row_not_yet_linked_cannot_be_rewritten_before_its_commit_either
 async def test_rows_left_unsealed_too_long_fail_verify_and_pass_once_sealed(
     engine: AsyncEngine, make_customer, fresh_tenant: str
 ) -> None:
-    # given a change committed two minutes ago that no sealer has linked (none running)
+    # given a committed change that no sealer has linked (none running)
     cid = await make_customer(fresh_tenant)
     await seal(engine)
-    async with engine.begin() as c:
-        await c.execute(text("SELECT set_config('c360.seal', 'deferred', true)"))
-        await c.execute(
-            text(
-                "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, "
-                "from_stage, to_stage, changed_at, changed_by, source, config_version) "
-                "VALUES (:id, :t, :c, 2, 'Prospect', 'Onboarded', now() - interval '2 minutes', "
-                "'u', 'UI', 1)"
-            ),
-            {"id": uuid.uuid4(), "t": fresh_tenant, "c": cid},
-        )
-    # when the chain is verified, then it fails, saying what is wrong (not tampering)
+    await change(engine, move(fresh_tenant, cid, "Onboarded"))
+    # when the chain is verified, then it passes while the change is recent
     verdict = await verify(engine, fresh_tenant)
+    assert verdict.broken == [] and verdict.rows == 1 and verdict.unsealed == 1
+    # and fails once the change has waited longer than allowed, saying what is wrong (not
+    # tampering)
+    verdict = await verify(engine, fresh_tenant, stale_seconds=0)
     (broken,) = verdict.broken
     assert not broken.tampered and "not sealed" in broken.why and verdict.unsealed == 1
     assert verdict.rows == 1  # the sealed part still verified
