@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -24,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer360.cors import Cors
 from customer360.gql.limits import MAX_REQUEST_BYTES
-from customer360.observability import HTTP_DURATION, HTTP_REQUESTS
+from customer360.observability import HTTP_DURATION_BY, HTTP_REQUESTS_BY
 from customer360.tls import HSTS
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -118,9 +117,6 @@ class GraphQLPost:
             for k, v in cors.simple_headers.items()
         ]
         self.http_exception = ExceptionMiddleware(app).http_exception
-        # A label lookup takes a lock and converts its values on every call: one per status.
-        self.counted: dict[int, Counter] = {}
-        self.timed: Histogram | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -149,7 +145,8 @@ class GraphQLPost:
                 await response(scope, receive, answer)
                 exc.__traceback__ = None
             finally:
-                self._count(status, time.perf_counter() - start)
+                HTTP_REQUESTS_BY("POST", ROUTE, str(status)).inc()
+                HTTP_DURATION_BY("POST", ROUTE).observe(time.perf_counter() - start)
         except Exception as exc:
             response = await self.on_error(Request(scope), exc)
             if not started:
@@ -170,15 +167,6 @@ class GraphQLPost:
         if scope.get("scheme") == "https":
             added.append(_HSTS)
         return added
-
-    def _count(self, status: int, seconds: float) -> None:
-        counter = self.counted.get(status)
-        if counter is None:
-            counter = self.counted[status] = HTTP_REQUESTS.labels("POST", ROUTE, str(status))
-        counter.inc()
-        if self.timed is None:
-            self.timed = HTTP_DURATION.labels("POST", ROUTE)
-        self.timed.observe(seconds)
 
 
 def _header_first(scope: Scope, name: bytes) -> bytes | None:
