@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 from prometheus_client import Counter
 
-from customer360.observability import REGISTRY
+from customer360.observability import REGISTRY, Children
 
 from .compiled import Compiler, Info, Run, Unsupported, execute
 from .context import Context
@@ -35,6 +35,7 @@ COMPILED = Counter(
     ["path"],
     registry=REGISTRY,
 )
+COMPILED_BY = Children(COMPILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,9 @@ class FastPath:
             return None
         data = await self._data(body, context)
         if data is None:
-            COMPILED.labels("strawberry").inc()
+            COMPILED_BY("strawberry").inc()
             return None
-        COMPILED.labels("compiled").inc()
+        COMPILED_BY("compiled").inc()
         return orjson.dumps({"data": data})
 
     async def _data(self, body: object, context: Context) -> dict[str, Any] | None:

@@ -3,6 +3,8 @@ strawberry's) as GraphQL responses with the contract's codes."""
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Send
@@ -35,6 +37,7 @@ def _quality(weights: dict[str, tuple[float, int]], media: str) -> tuple[float, 
     return None
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same Accept on every request
 def prefers_graphql_response(accept: str) -> bool:
     """True when the client would rather have application/graphql-response+json than plain
     JSON: a higher `q`, or the same from a range listed first. Wildcards alone leave the

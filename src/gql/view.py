@@ -24,11 +24,12 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.graphql import OperationType
 
 from customer360.auth.http import authenticate
-from customer360.auth.principal import AuthError
+from customer360.auth.principal import AuthError, Principal
 from customer360.auth.sockets import SocketSlots
 from customer360.auth.tokens import TokenVerifier
 from customer360.observability import REJECTED
 
+from .asgi import read_body, replay, request_headers, send_json
 from .context import Context
 from .fastpath import FastPath
 from .responses import GraphQLResponseSend, prefers_graphql_response, transport_error
@@ -52,6 +53,18 @@ GRAPHIQL_CSP = (
     "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:"
 )
+
+
+def _context(services: Any, principal: Principal, clock: datetime | None) -> Context:
+    """An HTTP request's context: authenticated before execution."""
+    return Context(
+        reads=services.reads,
+        usecases=services.usecases,
+        hub=services.hub,
+        websocket=None,
+        _principal=principal,
+        clock=clock,
+    )
 
 
 def auth_error_response(err: AuthError) -> JSONResponse:
@@ -196,6 +209,9 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             await super().__call__(scope, receive, send)
             return
+        if scope["method"] == "POST":
+            await self._post(scope, receive, send)
+            return
         request = Request(scope, receive)
         if wants_html(request):
             response: Response
@@ -216,10 +232,50 @@ class GraphQLApp(GraphQL[Context, None]):
         scope.setdefault("state", {})["principal"] = principal
         if prefers_graphql_response(request.headers.get("accept", "")):
             send = GraphQLResponseSend(send)
-        answer = await self._compiled(request)
-        if answer is not None:
-            await Response(answer, media_type="application/json")(scope, receive, send)
+        await self._strawberry(request, send)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A POST, read and (by the compiled path) answered without starlette's Request and
+        Response (asgi.py): nearly every request is one. Never GraphiQL (GET only)."""
+        headers = request_headers(scope["headers"])
+        services = scope["app"].state.services
+        try:
+            principal = await authenticate(services.verifier, headers)
+        except AuthError as err:
+            await auth_error_response(err)(scope, receive, send)
             return
+        scope.setdefault("state", {})["principal"] = principal
+        if prefers_graphql_response(headers.get("accept", "")):
+            send = GraphQLResponseSend(send)
+        fast = self.fast
+        if (
+            fast is None
+            or fast.mode == "off"
+            or not headers.get("content-type", "").startswith("application/json")
+        ):
+            await self._strawberry(Request(scope, receive), send)
+            return
+        raw = await read_body(receive)
+        request: Request | None = None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        else:
+            if fast.mode == "verify":
+                request = Request(scope, replay(raw, receive))
+                request.state.clock = datetime.now(UTC)  # one clock for both runs
+                answer = await self._verified(fast, body, request)
+            else:
+                answer = await fast.answer(body, _context(services, principal, None))
+        if answer is not None:
+            await send_json(send, answer)
+            return
+        await self._strawberry(request or Request(scope, replay(raw, receive)), send)
+
+    async def _strawberry(self, request: Request, send: Send) -> None:
+        """strawberry's answer, its refusals in the contract's terms."""
+        response: Response
         try:
             response = await self.run(request)
         except HTTPException as exc:
@@ -231,23 +287,13 @@ class GraphQLApp(GraphQL[Context, None]):
                 elif request.method == "GET":
                     status = 405  # a mutation over GET: GraphQL over HTTP says 405, strawberry 400
             response = transport_error(status, reason)
-        await response(scope, receive, send)
+        await response(request.scope, request.receive, send)
 
-    async def _compiled(self, request: Request) -> bytes | None:
-        """The compiled path's answer to a plain JSON POST, when it has one (fastpath.py)."""
-        fast = self.fast
-        if fast is None or fast.mode == "off" or request.method != "POST":
-            return None
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return None
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return None
-        if fast.mode == "verify":
-            request.state.clock = datetime.now(UTC)  # one clock for both runs
+    async def _verified(self, fast: FastPath, body: object, request: Request) -> bytes | None:
+        """The compiled path's answer, strawberry's run on the same request beside it and
+        any difference recorded (fastpath.py, `verify` mode)."""
         answer = await fast.answer(body, await self.get_context(request, None))
-        if answer is not None and fast.mode == "verify":
+        if answer is not None:
 
             async def reference() -> bytes:
                 return bytes((await self.run(request)).body)
@@ -262,15 +308,17 @@ class GraphQLApp(GraphQL[Context, None]):
         services = request.app.state.services
         # A socket is authenticated at connection_init (on_ws_connect), one context per
         # socket; a request was before execution (the middleware's principal).
-        websocket = request if isinstance(request, WebSocket) else None
-        return Context(
-            reads=services.reads,
-            usecases=services.usecases,
-            hub=services.hub,
-            websocket=websocket,
-            _principal=None if websocket is not None else request.state.principal,
-            clock=None if websocket is not None else getattr(request.state, "clock", None),
-        )
+        if isinstance(request, WebSocket):
+            return Context(
+                reads=services.reads,
+                usecases=services.usecases,
+                hub=services.hub,
+                websocket=request,
+                _principal=None,
+                clock=None,
+            )
+        state = request.state
+        return _context(services, state.principal, getattr(state, "clock", None))
 
     async def on_ws_connect(self, context: Context) -> None:
         """The token travels in the connection_init payload; a bad one closes with 4403, one

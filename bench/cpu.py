@@ -1,0 +1,74 @@
+"""The worker's CPU per answered request under S1, two commits alternating, by hand:
+
+    .venv/bin/python bench/cpu.py 4b7463b HEAD [--seconds 10] [--rounds 3]
+
+On the shared box the rate (bench/revs.py) moves with whatever else runs; the CPU seconds the
+worker itself spent per request (from /proc) move much less, so a change to the per-request
+pipeline shows here when the rate cannot resolve it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+
+CHILD = "--measure"
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pid(supervisor: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True)
+    children = [int(p) for p in out.stdout.split()]
+    return children[-1] if children else supervisor
+
+
+async def measure(seconds: int) -> None:
+    from common import SERVED, backend_args, bench_database, serving, user_tokens, wrk, wrk_script
+    from peer import CONNECTIONS, S1, TENANT, customer_ids
+
+    ap = argparse.ArgumentParser()
+    backend_args(ap)
+    args, _ = ap.parse_known_args()
+    url = await bench_database(args.database, TENANT, 50_000)
+    ids = await customer_ids(url, 2000)
+    tokens = user_tokens(TENANT, 200)
+    async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
+        script = wrk_script(S1.ours, ids, tokens)
+        wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
+        pid = worker_pid(proc.pid)
+        before = cpu_seconds(pid)
+        r = wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
+        used = cpu_seconds(pid) - before
+    print(
+        f"{SERVED} S1 {r.rate:,.0f}/s  worker CPU {used / r.requests * 1e6:.0f} us/request "
+        f"({used / seconds:.0%} of a core)  errors {r.errors}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    if CHILD in sys.argv:
+        asyncio.run(measure(int(sys.argv[sys.argv.index(CHILD) + 1])))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("revs", nargs=2)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    for _ in range(args.rounds):
+        for rev in args.revs:
+            env = {**os.environ, "C360_BENCH_REV": rev}
+            subprocess.run(
+                [sys.executable, __file__, CHILD, str(args.seconds)], env=env, check=True
+            )
+
+
+if __name__ == "__main__":
+    main()
