@@ -1,5 +1,6 @@
 """A py-spy profile of one worker under one scenario's load, run by hand:
-`.venv/bin/python bench/profile.py S1|S2 [--seconds 15] [--py-spy PATH]`.
+`.venv/bin/python bench/profile.py S1|S2|S4 [--seconds 15] [--py-spy PATH]`
+(S1, S2: bench/peer.py's reads, 32 connections; S4: bench/run.py's single updates, 16).
 
 Writes the collapsed stacks to /tmp/c360-profile-<scenario>.txt and prints the functions with
 the most inclusive and own time (a quick read; load the file in speedscope for the rest)."""
@@ -17,12 +18,14 @@ from common import (  # bench/common.py
     ID_SLOT,
     backend_args,
     bench_database,
+    lua_strings,
     serving,
     user_tokens,
     wrk,
     wrk_script,
 )
 from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
+from run import UPDATE_LUA
 
 
 def worker_pid(supervisor: int) -> int:
@@ -55,20 +58,25 @@ def summarise(path: Path, top: int = 40) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     backend_args(ap)
-    ap.add_argument("scenario", choices=["S1", "S2"])
+    ap.add_argument("scenario", choices=["S1", "S2", "S4"])
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--py-spy", default="/tmp/tools/bin/py-spy")
     ap.add_argument("--customers", type=int, default=50_000)
     args = ap.parse_args()
-    scenario = {"S1": S1, "S2": S2}[args.scenario]
     database = await bench_database(args.database, TENANT, args.customers)
     ids = await customer_ids(database, 2000)
     out = Path(f"/tmp/c360-profile-{args.scenario}.txt")
     async with serving(database, args.redis, raise_rate_limit=False) as (base, proc):
-        script = wrk_script(
-            scenario.ours, ids if ID_SLOT in scenario.ours else (), user_tokens(TENANT)
-        )
-        wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
+        if args.scenario == "S4":
+            script = UPDATE_LUA.replace("@IDS@", lua_strings(ids)).replace(
+                "@TOKENS@", lua_strings(user_tokens(TENANT))
+            )
+            connections = 16
+        else:
+            ours = {"S1": S1, "S2": S2}[args.scenario].ours
+            script = wrk_script(ours, ids if ID_SLOT in ours else (), user_tokens(TENANT))
+            connections = CONNECTIONS
+        wrk(f"{base}/graphql", script, connections, 3)  # warm-up
         pid = worker_pid(proc.pid)
         spy = subprocess.Popen(  # noqa: ASYNC220 - py-spy runs beside the load
             [
@@ -91,7 +99,7 @@ async def main() -> None:
         )
         result: list[object] = []
         t = threading.Thread(
-            target=lambda: result.append(wrk(f"{base}/graphql", script, CONNECTIONS, args.seconds))
+            target=lambda: result.append(wrk(f"{base}/graphql", script, connections, args.seconds))
         )
         t.start()
         await asyncio.to_thread(t.join)
