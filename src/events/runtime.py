@@ -21,7 +21,6 @@ from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
 from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
-from .sealer import Sealer
 from .signing import TargetPolicy
 from .webhooks import WebhookSink, WebhookWorker
 
@@ -120,13 +119,12 @@ async def background(
     engine: AsyncEngine,
     redis: aioredis.Redis,
     usecases: UseCases,
-    sealer: Sealer,
     tracing: Tracing | None = None,
 ) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
     assert settings.redis_url
     tasks: list[asyncio.Task[None]] = []
     link: KafkaLink | None = None
-    sinks: list[Sink | Sealer] = [RedisSink(redis)]
+    sinks: list[Sink] = [RedisSink(redis)]
     bootstrap = kafka_bootstrap(settings)
     async with Hub(ResilientRedisBackend(settings.redis_url)) as hub:
         if bootstrap is not None:
@@ -135,7 +133,6 @@ async def background(
             consume = _consume_when_ready(link, bootstrap, usecases, tracing)
             tasks.append(asyncio.create_task(consume))
         sinks.append(WebhookSink(engine))  # deliveries made from the outbox, in order
-        sinks.append(sealer)  # leads beside them: audit events are published once sealed
         relay = OutboxRelay(
             engine,
             sinks,
