@@ -55,13 +55,19 @@ GRAPHIQL_CSP = (
 )
 
 
-def _context(services: Any, principal: Principal, clock: datetime | None) -> Context:
-    """An HTTP request's context: authenticated before execution."""
+def _context(
+    services: Any,
+    principal: Principal | None,
+    clock: datetime | None,
+    websocket: WebSocket | None = None,
+) -> Context:
+    """A request's context, authenticated before execution; a socket's, authenticated at
+    connection_init (on_ws_connect), one context per socket."""
     return Context(
         reads=services.reads,
         usecases=services.usecases,
         hub=services.hub,
-        websocket=None,
+        websocket=websocket,
         _principal=principal,
         clock=clock,
     )
@@ -306,17 +312,8 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         services = request.app.state.services
-        # A socket is authenticated at connection_init (on_ws_connect), one context per
-        # socket; a request was before execution (the middleware's principal).
         if isinstance(request, WebSocket):
-            return Context(
-                reads=services.reads,
-                usecases=services.usecases,
-                hub=services.hub,
-                websocket=request,
-                _principal=None,
-                clock=None,
-            )
+            return _context(services, None, None, request)
         state = request.state
         return _context(services, state.principal, getattr(state, "clock", None))
 
