@@ -22,6 +22,9 @@ ELSEWHERE = "http://evil.example"
 QUERY = {"query": "{ viewer { subject } }"}
 OVER_TLS = {"X-Forwarded-Proto": "https"}  # from a listed proxy: as if served over TLS
 EXPOSED = ("access-control-expose-headers", "ETag, Retry-After")
+# What CORS adds for a listed origin, and HSTS after it over TLS, in the order they are sent.
+CORS = [EXPOSED, ("access-control-allow-origin", APP), ("vary", "Origin")]
+CORS_OVER_TLS = [*CORS, ("strict-transport-security", HSTS)]
 # What the server adds to every answer, whatever the application says.
 SERVER_HEADERS = {"date", "server"}
 
@@ -79,10 +82,9 @@ async def test_a_query_from_a_listed_origin_over_tls_gets_cors_and_hsts_and_is_c
     for answer in (resp, tls):
         assert answer.status_code == 200
         assert answer.json() == {"data": {"viewer": {"subject": "u-1"}}}
-    cors = [EXPOSED, ("access-control-allow-origin", APP), ("vary", "Origin")]
     plain = [length(resp), ("content-type", "application/json")]
-    assert headers(resp) == [*plain, *cors]
-    assert headers(tls) == [*plain, *cors, ("strict-transport-security", HSTS)]
+    assert headers(resp) == [*plain, *CORS]
+    assert headers(tls) == [*plain, *CORS_OVER_TLS]
 
 
 async def test_a_query_from_an_origin_not_listed_gets_vary_only(settings, tenant) -> None:
@@ -119,10 +121,7 @@ async def test_graphql_response_json_answers_carry_the_same_headers(settings, te
     assert headers(bad) == [
         ("content-type", "application/graphql-response+json"),
         length(bad),
-        EXPOSED,
-        ("access-control-allow-origin", APP),
-        ("vary", "Origin"),
-        ("strict-transport-security", HSTS),
+        *CORS_OVER_TLS,
     ]
 
 
@@ -140,10 +139,7 @@ async def test_a_refused_token_from_a_listed_origin_is_readable_and_counted(sett
         ("www-authenticate", 'Bearer error="invalid_token"'),
         length(resp),
         ("content-type", "application/json"),
-        EXPOSED,
-        ("access-control-allow-origin", APP),
-        ("vary", "Origin"),
-        ("strict-transport-security", HSTS),
+        *CORS_OVER_TLS,
     ]
 
 
@@ -177,10 +173,7 @@ async def test_a_body_over_one_mib_is_413_with_cors_and_counted(settings, tenant
     assert headers(resp) == [
         length(resp),
         ("content-type", "application/json"),
-        EXPOSED,
-        ("access-control-allow-origin", APP),
-        ("vary", "Origin"),
-        ("strict-transport-security", HSTS),
+        *CORS_OVER_TLS,
     ]
 
 
