@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import websockets
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -49,6 +49,7 @@ from customer360.devstack import (
     embedded_redis,
     free_port,
 )
+from customer360.events.kafka import GROUP_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT = "soak"
@@ -159,7 +160,8 @@ class Load:
     def __init__(self, urls: list[str], bootstrap: str, customers: list[str]) -> None:
         self.urls, self.bootstrap, self.customers = urls, bootstrap, customers
         self.accepted: set[str] = set()
-        self.events_sent: set[str] = set()
+        # event id -> (partition, offset, seconds since start) as the broker acknowledged it
+        self.events_sent: dict[str, tuple[int, int, float]] = {}
         self.audit: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.stop = asyncio.Event()
@@ -263,10 +265,11 @@ class Load:
                             "renewed_at": "2026-12-06T00:00:00Z",
                         },
                     }
-                    await producer.send_and_wait(
+                    sent = await producer.send_and_wait(
                         "contract.renewed", json.dumps(doc).encode(), key=cid.encode()
                     )
-                    self.events_sent.add(event_id)
+                    at = round(time.time() - self.started, 1)
+                    self.events_sent[event_id] = (sent.partition, sent.offset, at)
                     await asyncio.sleep(0.2)
             except Exception:  # the broker is down: try again
                 self.error("kafka produce")
@@ -616,11 +619,14 @@ async def verdict(
                 )
             ).all()
         )
-        processed = (
-            await c.execute(
-                text("SELECT count(*) FROM processed_events WHERE type = 'contract.renewed'")
-            )
-        ).scalar()
+        processed_ids = set(
+            (
+                await c.execute(
+                    text("SELECT event_id FROM processed_events WHERE type = 'contract.renewed'")
+                )
+            ).scalars()
+        )
+        processed = len(processed_ids)
         renewals = (
             await c.execute(
                 text("SELECT coalesce(sum(contract_renewal_count), 0) FROM customer_metrics")
@@ -640,6 +646,9 @@ async def verdict(
         cwd=ROOT,
         capture_output=True,
         text=True,
+    )
+    unprocessed = (
+        await _unprocessed(stack, load, processed_ids) if processed < len(load.events_sent) else {}
     )
     missing_history = [t for t in load.accepted if per_id.get(t) != 1]
     no_audit = [t for t in history if t not in load.audit]
@@ -692,6 +701,7 @@ async def verdict(
         "kafka_events_sent": len(load.events_sent),
         "renewal_events_processed": processed,
         "renewals_counted": renewals,
+        "renewals_unprocessed": unprocessed,
         "audit_verify": out.stdout.strip() or out.stderr.strip(),
         "cached_profiles_differing": cache_mismatch,
         "outbox_drained": outbox_ok,
@@ -712,6 +722,59 @@ async def verdict(
     )
     print("soak: ok" if ok else "soak: FAILED", flush=True)
     return 0 if ok else 1
+
+
+async def _unprocessed(stack: Stack, load: Load, processed: set[str]) -> dict[str, Any]:
+    """Where the events no consumer applied are, and what the group and the gateways said:
+    a failed soak explains itself (its folder is gone once it exits)."""
+    missing = [v for k, v in load.events_sent.items() if k not in processed]
+    per_partition: dict[int, list[tuple[int, float]]] = {}
+    for partition, offset, at in missing:
+        per_partition.setdefault(partition, []).append((offset, at))
+    out: dict[str, Any] = {
+        "partitions": {
+            p: {"offsets": [min(v)[0], max(v)[0]], "sent_s": [min(v)[1], max(v)[1]], "n": len(v)}
+            for p, v in sorted(per_partition.items())
+        }
+    }
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=GROUP_ID)
+    try:
+        await consumer.start()
+        tps = [TopicPartition("contract.renewed", p) for p in per_partition]
+        out["group_committed"] = {tp.partition: await consumer.committed(tp) for tp in tps}
+        if "contract.renewed.dlq" in await consumer.topics():
+            dlq = [
+                TopicPartition("contract.renewed.dlq", p)
+                for p in consumer.partitions_for_topic("contract.renewed.dlq") or ()
+            ]
+            consumer.assign(dlq)
+            await consumer.seek_to_beginning(*dlq)
+            ends = await consumer.end_offsets(dlq)
+            errors: dict[str, int] = {}
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(
+                [await consumer.position(tp) < ends[tp] for tp in dlq]
+            ):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        error = dict(r.headers).get("dlq.error", b"").decode()
+                        errors[error] = errors.get(error, 0) + 1
+            out["dead_lettered"] = errors
+    except Exception as exc:  # the figures above still say where the events are
+        out["group_error"] = repr(exc)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 5)
+    said: dict[str, int] = {}
+    for log in stack.folder.glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if "consumer" in str(entry.get("logger", "")):
+                    what = f"{log.stem}: {entry.get('event')} {entry.get('error', '')}".strip()
+                    said[what] = said.get(what, 0) + 1
+    out["consumer_log"] = said
+    return out
 
 
 def main() -> None:
