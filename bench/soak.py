@@ -167,6 +167,7 @@ class Load:
         self.stop = asyncio.Event()
         self.started = time.time()
         self.marks: dict[str, float] = {}  # seconds since the start, for reading a miss
+        self.settled_s: dict[str, float] = {}  # per fault: waited for the group beforehand
 
     def mark(self, what: str) -> None:
         self.marks[what] = round(time.time() - self.started, 2)
@@ -435,6 +436,12 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
 
         async def fault(name: str, action: Any) -> None:
             await asyncio.sleep(step)
+            # One fault after another, each on a settled consumer group: tansu 0.6.0 (our
+            # stand-in broker) can wedge a group for good when a member dies while the group
+            # rebalances (docs/RELIABILITY.md), which a Kafka broker resolves by timeouts.
+            target, waited = len(load.events_sent), time.monotonic()
+            await settle(lambda: consumed(target), 60)
+            load.settled_s[name] = round(time.monotonic() - waited, 1)
             await action()
             faults.append((name, round(time.time() - load.started, 1)))
             print(f"fault: {name} ({faults[-1][1]} s)", flush=True)
@@ -442,7 +449,8 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
         async def redis_restart() -> None:
             stack.restart("redis")
 
-        async def consumed() -> bool:
+        async def consumed(target: int | None = None) -> bool:
+            """Every renewal sent (or the first `target` of them) applied by some member."""
             async with engine.connect() as c:
                 n = (
                     await c.execute(
@@ -451,7 +459,7 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
                         )
                     )
                 ).scalar()
-                return bool(n >= len(load.events_sent))
+                return bool(n >= (len(load.events_sent) if target is None else target))
 
         async def broker_down() -> None:
             # Unresponsive rather than gone: the in-memory broker would come back empty,
@@ -682,6 +690,7 @@ async def verdict(
     figures = {
         "faults": faults,
         "marks_s_since_start": load.marks,
+        "group_settled_before_fault_s": load.settled_s,
         "accepted_changes": len(load.accepted),
         "history_rows": len(history),
         "accepted_without_exactly_one_history_row": len(missing_history),
