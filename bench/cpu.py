@@ -1,6 +1,6 @@
-"""The worker's CPU per answered request under S1, two commits alternating, by hand:
+"""The worker's CPU per answered request under S1 (or S2), two commits alternating, by hand:
 
-    .venv/bin/python bench/cpu.py 4b7463b HEAD [--seconds 10] [--rounds 3]
+    .venv/bin/python bench/cpu.py 4b7463b HEAD [--seconds 10] [--rounds 3] [--scenario S2]
 
 On the shared box the rate (bench/revs.py) moves with whatever else runs; the CPU seconds the
 worker itself spent per request (from /proc) move much less, so a change to the per-request
@@ -29,9 +29,9 @@ def worker_pid(supervisor: int) -> int:
     return children[-1] if children else supervisor
 
 
-async def measure(seconds: int) -> None:
+async def measure(seconds: int, scenario: str) -> None:
     from common import SERVED, backend_args, bench_database, serving, user_tokens, wrk, wrk_script
-    from peer import CONNECTIONS, S1, TENANT, customer_ids
+    from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
 
     ap = argparse.ArgumentParser()
     backend_args(ap)
@@ -40,14 +40,14 @@ async def measure(seconds: int) -> None:
     ids = await customer_ids(url, 2000)
     tokens = user_tokens(TENANT, 200)
     async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
-        script = wrk_script(S1.ours, ids, tokens)
+        script = wrk_script({"S1": S1, "S2": S2}[scenario].ours, ids, tokens)
         wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
         pid = worker_pid(proc.pid)
         before = cpu_seconds(pid)
         r = wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
         used = cpu_seconds(pid) - before
     print(
-        f"{SERVED} S1 {r.rate:,.0f}/s  worker CPU {used / r.requests * 1e6:.0f} us/request "
+        f"{SERVED} {scenario} {r.rate:,.0f}/s  worker CPU {used / r.requests * 1e6:.0f} us/request "
         f"({used / seconds:.0%} of a core)  errors {r.errors}",
         flush=True,
     )
@@ -55,18 +55,22 @@ async def measure(seconds: int) -> None:
 
 def main() -> None:
     if CHILD in sys.argv:
-        asyncio.run(measure(int(sys.argv[sys.argv.index(CHILD) + 1])))
+        at = sys.argv.index(CHILD)
+        asyncio.run(measure(int(sys.argv[at + 1]), sys.argv[at + 2]))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("revs", nargs=2)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scenario", choices=("S1", "S2"), default="S1")
     args = ap.parse_args()
     for _ in range(args.rounds):
         for rev in args.revs:
             env = {**os.environ, "C360_BENCH_REV": rev}
             subprocess.run(
-                [sys.executable, __file__, CHILD, str(args.seconds)], env=env, check=True
+                [sys.executable, __file__, CHILD, str(args.seconds), args.scenario],
+                env=env,
+                check=True,
             )
 
 

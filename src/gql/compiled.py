@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import keyword
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -57,6 +58,28 @@ Complete = Callable[[Any, "Run"], Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Typename:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """A plain field: the attribute of that name, with nothing to check first."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A resolver that takes the object alone."""
+
+    func: Callable[[Any], Any]
+
+
+Inline = Typename | Attribute | Method
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """One execution: the request's context and coerced variables."""
 
@@ -74,6 +97,7 @@ class Step:
     waits: bool
     complete: Complete
     deep: bool  # something at or below this step waits
+    inline: Inline | None  # how build() may call it without `call`
 
 
 class Compiler:
@@ -102,19 +126,21 @@ class Compiler:
     def _step(self, parent: GraphQLObjectType, sel: Selection) -> Step:
         if sel.name == "__typename":
             name = parent.name
-            return Step(sel.key, None, name, sel, lambda _s, _r: name, False, _same, False)
+            return Step(
+                sel.key, None, name, sel, lambda _s, _r: name, False, _same, False, Typename(name)
+            )
         if sel.definition is None:
             raise Unsupported(sel.name)
         field = sel.definition.extensions.get("strawberry-definition")
         if not isinstance(field, StrawberryField):
             raise Unsupported(sel.name)
-        call, waits = self._call(field, sel)
+        call, waits, inline = self._call(field, sel)
         complete, deep = self._complete(sel.definition.type, sel)
-        return Step(sel.key, field, parent.name, sel, call, waits, complete, waits or deep)
+        return Step(sel.key, field, parent.name, sel, call, waits, complete, waits or deep, inline)
 
     def _call(
         self, field: StrawberryField, sel: Selection
-    ) -> tuple[Callable[[Any, Run], Any], bool]:
+    ) -> tuple[Callable[[Any, Run], Any], bool, Inline | None]:
         permissions = []
         for extension in field.extensions:
             if not isinstance(extension, PermissionExtension) or extension.use_directives:
@@ -128,7 +154,9 @@ class Compiler:
             def plain(source: Any, run: Run) -> Any:
                 return read(source)
 
-            return self._guard(plain, permissions, arguments), False
+            simple = not permissions and arguments is None
+            inline = Attribute(field.python_name) if simple else None
+            return self._guard(plain, permissions, arguments), False, inline
         if resolver.root_parameter or resolver.parent_parameter:
             raise Unsupported(sel.name)
         func = cast(Callable[..., Any], resolver.wrapped_func)
@@ -140,7 +168,7 @@ class Compiler:
             def method(source: Any, run: Run) -> Any:
                 return func(source)
 
-            return method, resolver.is_async
+            return method, resolver.is_async, Method(func)
 
         def resolve(source: Any, run: Run) -> Any:
             kwargs = arguments(run) if arguments is not None else {}
@@ -148,7 +176,7 @@ class Compiler:
                 kwargs[info_name] = run.info
             return func(source, **kwargs) if takes_self else func(**kwargs)
 
-        return self._guard(resolve, permissions, arguments), resolver.is_async
+        return self._guard(resolve, permissions, arguments), resolver.is_async, None
 
     def _arguments(
         self, field: StrawberryField, sel: Selection
@@ -223,10 +251,7 @@ class Compiler:
 
             return later, True
 
-        def now(value: Any, run: Run) -> Any:
-            return None if value is None else execute_sync(steps, value, run)
-
-        return now, False
+        return build(steps), False
 
 
 def _same(value: Any, run: Run) -> Any:
@@ -257,6 +282,7 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False)
             return names[value]
         return serialize(value)
 
+    leaf.native = native  # type: ignore[attr-defined]  # for build(): checked inline
     return leaf
 
 
@@ -274,8 +300,49 @@ async def _settle(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def execute_sync(steps: Sequence[Step], source: Any, run: Run) -> dict[str, Any]:
-    return {s.key: s.complete(s.call(source, run), run) for s in steps}
+def _identifier(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def build(steps: Sequence[Step]) -> Complete:
+    """The completion of an object whose fields never wait, as one generated function (as
+    graphql-jit generates one per operation): each field's resolver called directly, a
+    String, ID or Boolean already of its type kept as it is, everything else completed by
+    its step. A 50-row page completes about 500 fields; this spares each one the loop's
+    lookups and two calls."""
+    names: dict[str, Any] = {}
+    values, entries = [], []
+    for i, s in enumerate(steps):
+        inline = s.inline
+        if isinstance(inline, Typename):
+            entries.append(f"{s.key!r}: {inline.name!r}")
+            continue
+        if isinstance(inline, Attribute) and _identifier(inline.name):
+            values.append(f"    v{i} = value.{inline.name}")
+        elif isinstance(inline, Method):
+            names[f"f{i}"] = inline.func
+            values.append(f"    v{i} = f{i}(value)")
+        else:
+            names[f"k{i}"] = s.call
+            values.append(f"    v{i} = k{i}(value, run)")
+        names[f"c{i}"] = s.complete
+        native = getattr(s.complete, "native", None)
+        if native is None:
+            entries.append(f"{s.key!r}: c{i}(v{i}, run)")
+        else:
+            names[f"n{i}"] = native
+            entries.append(f"{s.key!r}: v{i} if v{i}.__class__ is n{i} else c{i}(v{i}, run)")
+    source = "\n".join(
+        [
+            "def complete(value, run):",
+            "    if value is None:",
+            "        return None",
+            *values,
+            "    return {" + ", ".join(entries) + "}",
+        ]
+    )
+    exec(compile(source, "<compiled object>", "exec"), names)  # noqa: S102  # our own text
+    return cast(Complete, names["complete"])
 
 
 async def execute(steps: Sequence[Step], source: Any, run: Run) -> dict[str, Any]:
