@@ -30,7 +30,16 @@ def worker_pid(supervisor: int) -> int:
 
 
 async def measure(seconds: int, scenario: str) -> None:
-    from common import SERVED, backend_args, bench_database, serving, user_tokens, wrk, wrk_script
+    from common import (
+        ID_SLOT,
+        SERVED,
+        backend_args,
+        bench_database,
+        serving,
+        user_tokens,
+        wrk,
+        wrk_script,
+    )
     from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
 
     ap = argparse.ArgumentParser()
@@ -40,7 +49,8 @@ async def measure(seconds: int, scenario: str) -> None:
     ids = await customer_ids(url, 2000)
     tokens = user_tokens(TENANT, 200)
     async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
-        script = wrk_script({"S1": S1, "S2": S2}[scenario].ours, ids, tokens)
+        body = {"S1": S1, "S2": S2}[scenario].ours
+        script = wrk_script(body, ids if ID_SLOT in body else (), tokens)
         wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
         pid = worker_pid(proc.pid)
         before = cpu_seconds(pid)
