@@ -31,6 +31,7 @@ from customer360.data.queries import Reads
 from customer360.edge import BodyLimit, GraphQLPost
 from customer360.events.hub import Hub
 from customer360.events.runtime import KafkaLink, background, webhook_policy
+from customer360.events.sealer import Sealer
 from customer360.gql.fastpath import FastPath
 from customer360.gql.limits import CLOSE_TOO_BIG
 from customer360.gql.schema import build_schema
@@ -250,15 +251,18 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             cache=Cache(redis),
             span=tracing.read_span if tracing is not None else None,
         )
+        sealer = Sealer(engine)
         usecases = UseCases(
             engine,
             limiter=RateLimiter(redis, settings.rate_limit),
             on_commit=reads.note_written,  # this process never serves its own old writes
+            on_history=sealer.poke,
             webhook_policy=webhook_policy(settings),
         )
         try:
             verifier = TokenVerifier(settings)
-            async with background(settings, engine, redis, usecases, tracing) as (hub, kafka):
+            background_work = background(settings, engine, redis, usecases, sealer, tracing)
+            async with background_work as (hub, kafka):
                 app.state.services = Services(
                     settings, engine, redis, verifier, reads, hub, kafka, usecases, tracing
                 )
@@ -276,6 +280,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                     watcher.cancel()
         finally:
             await graphql.socket_slots.close()  # this process's sockets stop counting now
+            await sealer.close()
             await redis.aclose()
             await engine.dispose()
             if tracing is not None:

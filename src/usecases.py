@@ -82,6 +82,7 @@ class UseCases:
         *,
         limiter: Limiter | None = None,
         on_commit: CommitHook | None = None,
+        on_history: Callable[[], None] | None = None,
         clock: Clock = utcnow,
         webhook_policy: TargetPolicy | None = None,
     ) -> None:
@@ -90,6 +91,8 @@ class UseCases:
         self.webhook_policy = webhook_policy or TargetPolicy()
         self._limiter = limiter
         self._on_commit = on_commit
+        # History waits to be sealed: the sealer is woken (events/sealer.py).
+        self._on_history = on_history
         self._clock = clock
 
     async def _read(
@@ -110,7 +113,7 @@ class UseCases:
         return await asyncio.shield(run())
 
     def _uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, on_commit=self._on_commit)
+        return SqlUnitOfWork(self._engine, on_commit=self._on_commit, on_history=self._on_history)
 
     async def update_stages(self, commands: Sequence[ChangeStage]) -> Updated:
         """One principal's stage changes, under its hourly budget.

@@ -17,9 +17,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.auth.ratelimit import Unlimited
+from customer360.data.chain import seal_all
 from customer360.lifecycle import ChangeResult, ChangeStage, DomainError, Source
 from customer360.usecases import Outcome, UseCases
 
@@ -100,6 +102,19 @@ async def run_node(script: str, env: dict[str, str], timeout: float = 60) -> dic
 def use_cases(engine: AsyncEngine) -> UseCases:
     """The use cases on the owner's engine, outside any principal's hourly budget."""
     return UseCases(engine, limiter=Unlimited())
+
+
+async def seal(engine: AsyncEngine) -> int:
+    """What the gateway's sealer does after commits (events/sealer.py), for tests that write
+    with no gateway running: every committed unlinked history row sealed."""
+    sealed = 0
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("SELECT set_config('app.scope', 'system', false)"))
+        while n := await seal_all(conn):
+            sealed += n
+        await conn.invalidate()  # the session setting never goes back to the pool
+    return sealed
 
 
 def command(tenant: str, cid: uuid.UUID, stage: str, **kw: Any) -> ChangeStage:

@@ -43,6 +43,13 @@ from pathlib import Path
 
 import asyncpg
 
+# These ceilings are of the write path as it was before the sealer (migration 0011 built the
+# proposal): the variants edit that commit's write statement, so they run on its code
+# (C360_BENCH_REV, bench/common.py). The sealer through the gateway: bench/run.py.
+os.environ.setdefault("C360_BENCH_REV", "001e436")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: F401 - pins customer360 to that commit before its first import
+
 from customer360.data import outbox
 from customer360.data.audit import verify
 from customer360.data.lifecycle import _RECORD

@@ -25,6 +25,7 @@ from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 from customer360.tracing import outbox_trace_context
 
 from . import outbox
+from .chain import DEFER_TO_SEALER, STAGE_SUMMARY
 from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
 from .retention import IDEMPOTENCY_HOURS
 from .scope import TENANT_SQL, tenant_scope
@@ -90,7 +91,7 @@ def _prepared(config: bool, keys: bool) -> TextClause:
     return text(" UNION ALL ".join(parts))
 
 
-# One statement, one round trip: history, current status, stage counts, outbox, keys.
+# One statement, one round trip: history, current status, outbox, keys.
 _RECORD = text(
     f"""
 WITH t AS (
@@ -108,7 +109,12 @@ hist AS (
   SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
          reason_code, source, config_version
   FROM t ORDER BY customer_id, version
-  RETURNING id
+  RETURNING id, seq, from_stage, to_stage
+),
+unsealed AS (
+  -- The sealer's queue, and the summary's deltas until it has counted them.
+  INSERT INTO history_unsealed (history_id, tenant_id, seq, from_stage, to_stage)
+  SELECT id, :t, seq, from_stage, to_stage FROM hist
 ),
 latest AS (
   SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC
@@ -120,22 +126,10 @@ cur AS (
          updated_at = GREATEST(c.updated_at, l.changed_at)
   FROM latest l WHERE c.tenant_id = :t AND c.id = l.customer_id
 ),
-deltas AS (
-  SELECT stage, sum(d) AS d FROM (
-    SELECT to_stage AS stage, 1 AS d FROM t
-    UNION ALL SELECT from_stage, -1 FROM t WHERE from_stage IS NOT NULL
-  ) x GROUP BY stage HAVING sum(d) <> 0
-),
-counts AS (
-  -- Sorted, so concurrent writers lock count rows in one order and never deadlock.
-  INSERT INTO stage_counts (tenant_id, stage, count)
-  SELECT :t, stage, d FROM deltas ORDER BY stage
-  ON CONFLICT (tenant_id, stage) DO UPDATE SET count = stage_counts.count + EXCLUDED.count
-),
 box AS (
-  -- Linked at commit (migration 0006), which also gives this audit event its replay seq
+  -- Sealed after commit (migration 0011), which also gives this audit event its replay seq
   -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
-  -- this database.
+  -- this database. The relays publish it once sealed.
   {outbox.INSERT_LINKED}
   SELECT :t, :topic, t.customer_id::text, t.event, hist.id,
          CAST(:traceparent AS text), CAST(:tracestate AS text)
@@ -154,8 +148,9 @@ keys AS (
 )
 -- Each customer's newest outbox row: the cache generation the relay will set for it, which
 -- this process waits for before serving that customer from cache again (read-your-writes).
--- pg_notify wakes the relays at commit (transactional; repeats in one transaction fold).
-SELECT box.key, max(box.id) AS generation, {outbox.WAKE} AS woken
+-- The history rows go to the sealer, which links them and counts them (data/chain.py): no
+-- tenant-wide row or lock is held to this transaction's end, and no NOTIFY inside it.
+SELECT box.key, max(box.id) AS generation, (SELECT {DEFER_TO_SEALER}) AS sealing
 FROM box GROUP BY box.key
 """  # noqa: S608 (module constants only)
 )
@@ -249,10 +244,7 @@ class SqlLifecycleRepository:
             raise RuntimeError("one unit of work serves one tenant")
 
     async def stage_populations(self, tenant_id: str) -> dict[str, int]:
-        rows = await self.conn.execute(
-            text("SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t"),
-            {"t": tenant_id},
-        )
+        rows = await self.conn.execute(text(STAGE_SUMMARY), {"t": tenant_id})
         return {r.stage: int(r.n) for r in rows}
 
     async def save_config(self, tenant_id: str, config: StageConfig) -> None:

@@ -113,17 +113,31 @@ lifecycle_history = Table(
     Column("reason_code", Text),
     Column("source", String(16), nullable=False),
     Column("config_version", Integer, nullable=False),
-    # A tenant-wide order for replaying history to reconnecting subscribers.
-    # Drawn again at commit under the tenant's chain lock (migration 0006): commit order.
+    # A tenant-wide order for replaying history to reconnecting subscribers: drawn again
+    # when the row is sealed into the chain (migration 0011), under the tenant's chain lock,
+    # so a row reaches replay above every seq seen before it.
     Column("seq", BigInteger, Identity(), nullable=False),
-    # Tamper evidence, linked at commit: the tenant's chain position and
-    # sha256(prev_hash || canonical row).
+    # Tamper evidence, linked by the sealer after commit (NULL until then): the tenant's
+    # chain position and sha256(prev_hash || canonical row).
     Column("chain_pos", BigInteger),
     Column("prev_hash", LargeBinary),
     Column("row_hash", LargeBinary),
     UniqueConstraint("tenant_id", "customer_id", "version"),
     Index("uq_lifecycle_history_tenant_id_chain_pos", "tenant_id", "chain_pos", unique=True),
     Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
+)
+
+# The committed changes awaiting their seal (migration 0011): their insert order, to seal
+# them in, and their count deltas, which the summary adds until then.
+history_unsealed = Table(
+    "history_unsealed",
+    metadata,
+    Column("history_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("from_stage", Text),
+    Column("to_stage", Text, nullable=False),
+    Index("ix_history_unsealed_tenant_seq", "tenant_id", "seq"),
 )
 
 history_heads = Table(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from customer360.lifecycle import StageConfig
 
 from .cache import SUMMARY_TTL, Cache
+from .chain import STAGE_SUMMARY
 from .crypto import TenantCipher
 from .customers import SEALED
 from .keys import keys_of
@@ -406,9 +407,7 @@ class Reads:
         return counts
 
     async def _stage_counts(self, tenant_id: str) -> dict[str, int]:
-        rows = await self._all(
-            "SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t", {"t": tenant_id}
-        )
+        rows = await self._all(STAGE_SUMMARY, {"t": tenant_id})
         return {r.stage: int(r.n) for r in rows}
 
     async def history_page(
@@ -448,7 +447,8 @@ class Reads:
         stage: str | None,
         limit: int = 500,
     ) -> Sequence[Record]:
-        """Committed changes after a position, oldest first, for subscribers catching up."""
+        """Sealed changes after a position, oldest first, for subscribers catching up: a row
+        reaches replay when sealed, with a seq above every seq sealed before it."""
         params: dict[str, Any] = {"t": tenant_id, "s": after_seq, "limit": limit}
         cond = ""
         if customer_id is not None:
@@ -459,13 +459,15 @@ class Reads:
             params["stage"] = stage
         return await self._all(
             f"SELECT {HISTORY_COLUMNS}, seq FROM lifecycle_history "  # noqa: S608
-            f"WHERE tenant_id = :t AND seq > :s{cond} ORDER BY seq LIMIT :limit",
+            f"WHERE tenant_id = :t AND seq > :s AND chain_pos IS NOT NULL{cond} "
+            "ORDER BY seq LIMIT :limit",
             params,
         )
 
     async def last_seq(self, tenant_id: str) -> int:
         rows = await self._all(
-            "SELECT COALESCE(max(seq), 0) AS s FROM lifecycle_history WHERE tenant_id = :t",
+            "SELECT COALESCE(max(seq), 0) AS s FROM lifecycle_history "
+            "WHERE tenant_id = :t AND chain_pos IS NOT NULL",
             {"t": tenant_id},
         )
         return int(rows[0].s)

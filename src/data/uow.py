@@ -20,14 +20,21 @@ CommitHook = Callable[[str, Mapping[uuid.UUID, int]], None]
 
 class SqlUnitOfWork:
     """Entered once by one use case, which commits once; leaving without `commit()` rolls
-    back. After the commit, `on_commit` learns which customers changed (read-your-writes)."""
+    back. After the commit, `on_commit` learns which customers changed (read-your-writes),
+    and `on_history` that history waits to be sealed (events/sealer.py)."""
 
     lifecycle: SqlLifecycleRepository
     customers: CustomerRepository
 
-    def __init__(self, engine: AsyncEngine, on_commit: CommitHook | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: CommitHook | None = None,
+        on_history: Callable[[], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._on_commit = on_commit
+        self._on_history = on_history
         self._conn: AsyncConnection | None = None
         self.committed = False
 
@@ -75,6 +82,8 @@ class SqlUnitOfWork:
         for tenant, cid, gen in self.customers.touched:
             gens = touched.setdefault(tenant, {})
             gens[cid] = max(gens.get(cid, 0), gen)
+        if self._on_history is not None and self.lifecycle.recorded:
+            self._on_history()
         if self._on_commit is not None:
             for tenant, ids in touched.items():
                 self._on_commit(tenant, ids)

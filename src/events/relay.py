@@ -30,6 +30,8 @@ from customer360.data.scope import system_scope
 from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_STALLS, get_logger
 from customer360.tracing import TraceContext
 
+from .sealer import Sealer
+
 if TYPE_CHECKING:
     from customer360.otel import Publishing
     from customer360.tracing import Tracing
@@ -150,13 +152,16 @@ class RedisSink:
 
 
 # No row locks: each sink has one leader, and locking rows would let one sink's slow
-# publish make the other skip rows and publish out of order.
+# publish make the other skip rows and publish out of order. An audit event waits for its
+# history row's seal (its seq and chain head, events/sealer.py); one customer's rows are
+# sealed in the order they were written, so no sink sees them out of order.
 _SELECT = (
     "SELECT id, tenant_id, topic, key, payload, history_seq, traceparent, tracestate "
     "FROM outbox "
-    "WHERE {col} IS NULL ORDER BY {order} LIMIT :n"
+    "WHERE {col} IS NULL AND (history_id IS NULL OR history_seq IS NOT NULL) "
+    "ORDER BY {order} LIMIT :n"
 )
-# Live subscribers resume by position (`seq`, given at commit, in commit order per tenant):
+# Live subscribers resume by position (`seq`, given at seal, in seal order per tenant):
 # the Redis sink publishes in that order, so no socket sees a later position before an
 # earlier one and resumes past it. Kafka keeps outbox order (one customer's changes are
 # written one after another, so theirs is kept either way).
@@ -183,7 +188,7 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        sinks: Sequence[Sink],
+        sinks: Sequence[Sink | Sealer],
         *,
         batch: int = 500,
         poll_seconds: float = 1.0,
@@ -194,6 +199,8 @@ class OutboxRelay:
         self.engine = engine
         self.tracing = tracing
         self.sinks = list(sinks)
+        # What publishes from the outbox (the sealer leads beside them, marking nothing).
+        self._sinks = [s for s in self.sinks if not isinstance(s, Sealer)]
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.drain_timeout = drain_timeout
@@ -218,7 +225,7 @@ class OutboxRelay:
             loops = (self._sink_loop(sink, n == 0) for n, sink in enumerate(self.sinks))
             await asyncio.gather(*loops)
 
-    async def _sink_loop(self, sink: Sink, keeps_books: bool) -> None:
+    async def _sink_loop(self, sink: Sink | Sealer, keeps_books: bool) -> None:
         """Lead when the sink's lock is free, follow otherwise; reconnect after any failure."""
         while True:
             try:
@@ -242,14 +249,16 @@ class OutboxRelay:
                 log.warning("relay connection lost", sink=sink.name, error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    async def _lead(self, conn: AsyncConnection, sink: Sink, keeps_books: bool) -> None:
+    async def _lead(self, conn: AsyncConnection, sink: Sink | Sealer, keeps_books: bool) -> None:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         # Session-wide on this private connection: the relay serves every tenant.
         await conn.execute(text("SELECT set_config('app.scope', 'system', false)"))
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
         wake = asyncio.Event()
-        await raw.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+        await raw.add_listener(
+            sink.channel if isinstance(sink, Sealer) else NOTIFY_CHANNEL, lambda *_: wake.set()
+        )
         lock = f"c360-relay:{sink.name}"
         # Follow until the lock is free; the polling query doubles as the connection check.
         while not await raw.fetchval(  # noqa: ASYNC110 - the lock lives in PostgreSQL
@@ -257,12 +266,32 @@ class OutboxRelay:
         ):
             await asyncio.sleep(self.poll_seconds)
         log.info("relay leading", sink=sink.name)
+        if isinstance(sink, Sealer):
+            sink.lead(wake)  # this process's own writes wake it directly
+            try:
+                await self._drain_loop(conn, raw, wake, sink, keeps_books)
+            finally:
+                sink.lead(None)
+        else:
+            await self._drain_loop(conn, raw, wake, sink, keeps_books)
+
+    async def _drain_loop(
+        self,
+        conn: AsyncConnection,
+        raw: Any,
+        wake: asyncio.Event,
+        sink: Sink | Sealer,
+        keeps_books: bool,
+    ) -> None:
         backoff, ticks, last_books = 0.2, 0, 0.0
         loop = asyncio.get_running_loop()
         while True:
             wake.clear()
             try:
-                n = await self._bounded(self.drain_once(conn, sink), sink)
+                drain = (
+                    sink.drain(conn) if isinstance(sink, Sealer) else self.drain_once(conn, sink)
+                )
+                n = await self._bounded(drain, sink)
                 backoff = 0.2
             except (asyncio.CancelledError, DrainStalled):
                 raise
@@ -285,7 +314,7 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
 
-    async def _bounded(self, drain: Coroutine[Any, Any, int], sink: Sink) -> int:
+    async def _bounded(self, drain: Coroutine[Any, Any, int], sink: Sink | Sealer) -> int:
         """The drain's result, or DrainStalled once it has neither failed nor finished in
         time; seen in the log and in c360_outbox_stalls_total, never silent. Unlike
         asyncio.wait_for, this does not wait for ever on a drain that ignores cancellation
@@ -309,7 +338,7 @@ class OutboxRelay:
     async def sweep(self, conn: AsyncConnection) -> int:
         """Forget rows every configured sink published, once they are a week old (a sink
         that is not configured, Kafka when `off`, does not hold rows back)."""
-        done = " AND ".join(f"{s.column} IS NOT NULL" for s in self.sinks) or "true"
+        done = " AND ".join(f"{s.column} IS NOT NULL" for s in self._sinks) or "true"
         await system_scope(conn)
         result = await conn.execute(
             text(
@@ -322,7 +351,7 @@ class OutboxRelay:
         return int(result.rowcount or 0)
 
     async def _gauge(self, conn: AsyncConnection) -> None:
-        cond = " OR ".join(f"{s.column} IS NULL" for s in self.sinks) or "false"
+        cond = " OR ".join(f"{s.column} IS NULL" for s in self._sinks) or "false"
         await system_scope(conn)
         row = (
             await conn.execute(

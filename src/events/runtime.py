@@ -21,6 +21,7 @@ from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
 from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
+from .sealer import Sealer
 from .signing import TargetPolicy
 from .webhooks import WebhookSink, WebhookWorker
 
@@ -119,12 +120,13 @@ async def background(
     engine: AsyncEngine,
     redis: aioredis.Redis,
     usecases: UseCases,
+    sealer: Sealer,
     tracing: Tracing | None = None,
 ) -> AsyncIterator[tuple[Hub, KafkaLink | None]]:
     assert settings.redis_url
     tasks: list[asyncio.Task[None]] = []
     link: KafkaLink | None = None
-    sinks: list[Sink] = [RedisSink(redis)]
+    sinks: list[Sink | Sealer] = [RedisSink(redis)]
     bootstrap = kafka_bootstrap(settings)
     async with Hub(ResilientRedisBackend(settings.redis_url)) as hub:
         if bootstrap is not None:
@@ -133,6 +135,7 @@ async def background(
             consume = _consume_when_ready(link, bootstrap, usecases, tracing)
             tasks.append(asyncio.create_task(consume))
         sinks.append(WebhookSink(engine))  # deliveries made from the outbox, in order
+        sinks.append(sealer)  # leads beside them: audit events are published once sealed
         relay = OutboxRelay(
             engine,
             sinks,

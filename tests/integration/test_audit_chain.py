@@ -12,11 +12,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.audit import verify
-from tests.helpers import change
+from tests.helpers import change, seal
 from tests.helpers import command as move
 
 
 async def chain(engine: AsyncEngine, tenant: str) -> list:  # type: ignore[type-arg]
+    """The tenant's history in chain order, once the sealer has linked what was committed."""
+    await seal(engine)
     async with engine.connect() as c:
         return list(
             await c.execute(
@@ -45,22 +47,42 @@ def fresh_tenant() -> str:
     return f"audit-{uuid.uuid4().hex[:8]}"
 
 
-async def test_concurrent_writers_build_one_unbroken_chain_in_commit_order(
+async def test_concurrent_writers_and_sealers_build_one_unbroken_chain_in_seal_order(
     engine: AsyncEngine, make_customer, fresh_tenant: str
 ) -> None:
-    # given 8 customers each walked through 4 stages by concurrent transactions
-    await busy_tenant(engine, make_customer, fresh_tenant)
+    # given 8 customers each walked through 4 stages by concurrent transactions, while two
+    # sealers link what has committed, over and over
+    writing = asyncio.ensure_future(busy_tenant(engine, make_customer, fresh_tenant))
+    batches = 0
+
+    async def sealing() -> None:
+        nonlocal batches
+        while not writing.done():
+            batches += bool(await seal(engine))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(writing, sealing(), sealing())
     # then positions run 1..N, each row links to the one before, and the replay order (seq)
-    # is the chain order: positions were handed out in commit order, not insert order
+    # is the chain order: both were handed out as rows were sealed, not as they were inserted
     rows = await chain(engine, fresh_tenant)
-    assert len(rows) == 8 * 5
+    assert len(rows) == 8 * 5 and batches > 1
     assert [r.chain_pos for r in rows] == list(range(1, len(rows) + 1))
     assert rows[0].prev_hash == bytes(32)
     for prev, row in itertools.pairwise(rows):
         assert row.prev_hash == prev.row_hash
         assert row.seq > prev.seq
+    # and each customer's changes are in the chain in the order they were made
+    async with engine.connect() as c:
+        versions = await c.execute(
+            text(
+                "SELECT customer_id, array_agg(version ORDER BY chain_pos) AS v "
+                "FROM lifecycle_history WHERE tenant_id = :t GROUP BY customer_id"
+            ),
+            {"t": fresh_tenant},
+        )
+        assert all(r.v == sorted(r.v) for r in versions)
     verdict = await verify(engine, fresh_tenant)
-    assert verdict.broken == [] and verdict.rows == len(rows)
+    assert verdict.broken == [] and verdict.rows == len(rows) and verdict.unsealed == 0
 
 
 async def test_history_refuses_update_delete_and_truncate_even_for_its_owner(
@@ -132,6 +154,7 @@ async def test_the_chain_head_travels_in_each_audit_event(
 ) -> None:
     cid = await make_customer(fresh_tenant)
     await change(engine, move(fresh_tenant, cid, "Onboarded"))
+    await seal(engine)
     async with engine.connect() as c:
         pairs = list(
             await c.execute(
@@ -222,3 +245,25 @@ async def test_a_row_not_yet_linked_cannot_be_rewritten_before_its_commit_either
                 text("UPDATE lifecycle_history SET to_stage = 'Churned' WHERE tenant_id = :t"),
                 {"t": fresh_tenant},
             )
+
+
+async def test_rows_left_unsealed_too_long_fail_verify_and_pass_once_sealed(
+    engine: AsyncEngine, make_customer, fresh_tenant: str
+) -> None:
+    # given a committed change that no sealer has linked (none running)
+    cid = await make_customer(fresh_tenant)
+    await seal(engine)
+    await change(engine, move(fresh_tenant, cid, "Onboarded"))
+    # when the chain is verified, then it passes while the change is recent
+    verdict = await verify(engine, fresh_tenant)
+    assert verdict.broken == [] and verdict.rows == 1 and verdict.unsealed == 1
+    # and fails once the change has waited longer than allowed, saying what is wrong (not
+    # tampering)
+    verdict = await verify(engine, fresh_tenant, stale_seconds=0)
+    (broken,) = verdict.broken
+    assert not broken.tampered and "not sealed" in broken.why and verdict.unsealed == 1
+    assert verdict.rows == 1  # the sealed part still verified
+    # and once a sealer has run, it verifies whole
+    assert await seal(engine) >= 1
+    verdict = await verify(engine, fresh_tenant)
+    assert verdict.broken == [] and verdict.rows == 2 and verdict.unsealed == 0

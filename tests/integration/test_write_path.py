@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from customer360.data.chain import STAGE_SUMMARY
 from customer360.data.uow import SqlUnitOfWork
 from customer360.lifecycle import ConfigProposal, DomainError, Reason
 from customer360.lifecycle.service import configure_stages
-from tests.helpers import change, use_cases
+from tests.helpers import change, seal, use_cases
 from tests.helpers import command as cmd
 
 
@@ -104,14 +105,9 @@ async def test_every_change_writes_history_counts_and_an_outbox_row_in_one_trans
     )
     out = updated.outcomes
     assert isinstance(out[1], DomainError)
+    await seal(engine)  # what the gateway's sealer does after commit: links, counts, chain heads
     async with engine.connect() as c:
-        counts = dict(
-            (
-                await c.execute(
-                    text("SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant}
-                )
-            ).all()
-        )
+        counts = dict((await c.execute(text(STAGE_SUMMARY), {"t": tenant})).all())
         events = (
             await c.execute(
                 text("SELECT key, payload FROM outbox WHERE tenant_id=:t ORDER BY id"),
@@ -169,34 +165,49 @@ async def test_a_failing_write_leaves_nothing_behind(
     )
 
 
-async def test_stage_counts_never_deadlock_on_opposite_moves(
+async def test_the_summary_stays_exact_while_concurrent_changes_wait_for_their_seal(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
     a, b = await make_customer(), await make_customer()
     await change(engine, cmd(tenant, b, "Active"))
-    # a: Prospect -> Active, b: Active -> Prospect, many times at once
+
+    async def populations(sql: str) -> dict[str, int]:
+        async with engine.connect() as c:
+            rows = (await c.execute(text(sql), {"t": tenant})).all()
+        return {stage: int(n) for stage, n in rows if n}
+
+    async def actual() -> dict[str, int]:
+        return await populations(
+            "SELECT stage, count(*) FROM customers WHERE tenant_id=:t GROUP BY stage"
+        )
+
+    # a: Prospect -> Active, b: Active -> Prospect, many times at once, while the summary is
+    # read and a sealer links part of what has committed
     jobs = []
     for i in range(30):
         jobs.append(change(engine, cmd(tenant, a, ["Active", "Prospect"][i % 2])))
         jobs.append(change(engine, cmd(tenant, b, ["Prospect", "Active"][i % 2])))
-    await asyncio.wait_for(asyncio.gather(*jobs), timeout=30)
-    async with engine.connect() as c:
-        counts = dict(
-            (
-                await c.execute(
-                    text("SELECT stage, count FROM stage_counts WHERE tenant_id=:t"), {"t": tenant}
-                )
-            ).all()
+    writing = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*jobs), timeout=30))
+    checks = 0
+    while not writing.done():
+        # one statement, one snapshot: the summary against the customers themselves
+        both = await populations(
+            f"SELECT 's:' || stage, n FROM ({STAGE_SUMMARY}) s UNION ALL "
+            "SELECT 'c:' || stage, count(*) FROM customers WHERE tenant_id=:t GROUP BY stage"
         )
-        actual = dict(
-            (
-                await c.execute(
-                    text("SELECT stage, count(*) FROM customers WHERE tenant_id=:t GROUP BY stage"),
-                    {"t": tenant},
-                )
-            ).all()
-        )
-    assert {k: v for k, v in counts.items() if v} == actual
+        summary = {k[2:]: v for k, v in both.items() if k.startswith("s:")}
+        assert summary == {k[2:]: v for k, v in both.items() if k.startswith("c:")}
+        checks += 1
+        if checks % 3 == 0:
+            await seal(engine)
+    await writing
+    assert checks > 1
+    assert await populations(STAGE_SUMMARY) == await actual()
+    # and once everything is sealed, the count rows alone say the same
+    await seal(engine)
+    assert await populations("SELECT stage, count FROM stage_counts WHERE tenant_id=:t") == (
+        await actual()
+    )
 
 
 async def test_a_change_waits_for_a_configuration_save_and_decides_on_the_saved_one(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.devstack import embedded_kafka, embedded_redis, free_port
 from customer360.events.kafka import ensure_topics
+from customer360.events.sealer import Sealer
 from customer360.lifecycle import ChangeStage, Source
 from customer360.settings import Settings
 from tests.conftest import Api
@@ -137,7 +138,9 @@ async def test_a_drain_that_neither_fails_nor_finishes_is_seen_and_recovered(
         engine = make_engine(url, keys=TenantKeys(settings.keyring()))
         sink = _Wedged()
         before = stalls()
-        relay = asyncio.create_task(OutboxRelay(engine, [sink], drain_timeout=1.0).run())
+        # (the sealer beside it, as in the gateway: audit events go out once sealed)
+        sinks = [sink, Sealer(engine)]
+        relay = asyncio.create_task(OutboxRelay(engine, sinks, drain_timeout=1.0).run())
         try:
             # given a committed change whose first publish wedges
             await apply_event(engine, created_event(f"t-{uuid.uuid4().hex[:8]}"))
@@ -188,7 +191,7 @@ async def test_a_cancellation_from_inside_a_sink_does_not_stop_the_relay(
     async with scratch_database(pg_server_url, "c360_intr") as url:
         engine = make_engine(url, keys=TenantKeys(settings.keyring()))
         sink = _Interrupted()
-        relay = asyncio.create_task(OutboxRelay(engine, [sink]).run())
+        relay = asyncio.create_task(OutboxRelay(engine, [sink, Sealer(engine)]).run())
         try:
             # given a committed change whose first publish is cancelled under the relay
             await apply_event(engine, created_event(f"t-{uuid.uuid4().hex[:8]}"))

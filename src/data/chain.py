@@ -1,0 +1,52 @@
+"""The history chain, sealed after commit (migration 0011, docs/WRITE_PATH.md).
+
+A stage change commits its history row unlinked and leaves the tenant's stage counts alone:
+no lock every change of a tenant must queue on through its WAL flush. The sealer links the
+committed rows in batches (`c360_seal`: replay seq, chain position and hash, the audit
+events' chain fields, the count deltas) and wakes the relays, which publish an audit event
+only once its row is sealed. Until then the row counts in the summary as a delta.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# Writers say "wake the sealer" here, after their commit (never inside it: a NOTIFY in a
+# writing transaction queues on PostgreSQL's cluster-wide notify lock through the flush).
+SEAL_CHANNEL = "c360_unsealed"
+WAKE_SEALER = f"SELECT pg_notify('{SEAL_CHANNEL}', '')"
+
+# Set by the write statement: its rows are left to the sealer, not linked at commit.
+DEFER_TO_SEALER = "set_config('c360.seal', 'deferred', true)"
+
+# Rows one seal links in one transaction (one WAL flush).
+SEAL_BATCH = 5_000
+
+# A row committed longer ago than this and still unlinked means no sealer is running.
+STALE_SECONDS = 60
+
+# The tenant's stage populations, exact in one snapshot: the sealed counts plus the deltas
+# of the committed rows not yet sealed (a few, found by a partial index).
+STAGE_SUMMARY = (
+    "SELECT stage, sum(n)::bigint AS n FROM ("
+    "SELECT stage, count AS n FROM stage_counts WHERE tenant_id = :t "
+    "UNION ALL SELECT d.stage, d.n FROM lifecycle_history h "
+    "CROSS JOIN LATERAL (VALUES (h.to_stage, 1), (h.from_stage, -1)) AS d(stage, n) "
+    "WHERE h.tenant_id = :t AND h.chain_pos IS NULL AND d.stage IS NOT NULL"
+    ") x GROUP BY stage"
+)
+
+_UNSEALED_TENANTS = text("SELECT DISTINCT tenant_id FROM lifecycle_history WHERE chain_pos IS NULL")
+_SEAL = text("SELECT sealed FROM c360_seal(:t, :n)")
+
+
+async def seal_all(conn: AsyncConnection, batch: int = SEAL_BATCH) -> int:
+    """Seal every tenant's committed unlinked rows, up to `batch` per tenant, each tenant in
+    a transaction of its own; returns how many. `conn` is in autocommit and reads across
+    tenants (system scope)."""
+    tenants = [r.tenant_id for r in await conn.execute(_UNSEALED_TENANTS)]
+    sealed = 0
+    for tenant in tenants:
+        sealed += int((await conn.execute(_SEAL, {"t": tenant, "n": batch})).scalar_one())
+    return sealed
