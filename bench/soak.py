@@ -113,6 +113,7 @@ class Stack:
             cwd=ROOT,
             stdout=log,
             stderr=log,
+            start_new_session=True,  # its workers with it, for kill()
         )
         self.gateways[name] = (proc, port)
         _wait_port(port, 60)
@@ -128,8 +129,15 @@ class Stack:
         raise RuntimeError("the broker is not running")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """SIGKILL takes the gateway's every process at once, as the end of a pod or an OOM
+        kill does. Killing the supervisor alone lets its workers stop gracefully, and two
+        members leaving the group back to back can leave tansu 0.6.0 with a leader that is
+        gone, for good (docs/RELIABILITY.md); src/workers.py's own tests cover that stop."""
         proc, _ = self.gateways[name]
-        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(30)
 
     def restart(self, which: str) -> None:
