@@ -159,6 +159,7 @@ class CustomerFilterSpec:
 # Where a customer row's columns are kept: the sealed ones under another name, so that their
 # first read reaches __getattr__ and opens them.
 _KEPT_AS = tuple("_sealed_" + f if f in SEALED else f for f in CUSTOMER_FIELDS)
+_ROWS = (asyncpg.Record, Row)
 
 
 class Customer:
@@ -167,7 +168,7 @@ class Customer:
 
     def __init__(self, row: Any, cipher: TenantCipher | None) -> None:
         values = self.__dict__
-        if isinstance(row, asyncpg.Record | Row):
+        if isinstance(row, _ROWS):
             values.update(zip(_KEPT_AS, row, strict=True))
         else:  # from the cache
             kept = zip(_KEPT_AS, CUSTOMER_FIELDS, strict=True)

@@ -71,9 +71,10 @@ class Attribute:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A resolver that takes the object alone."""
+    """A resolver that takes the object alone, or the object and the info (by that name)."""
 
-    func: Callable[[Any], Any]
+    func: Callable[..., Any]
+    info: str | None = None
 
 
 Inline = Typename | Attribute | Method
@@ -155,8 +156,8 @@ class Compiler:
                 return read(source)
 
             simple = not permissions and arguments is None
-            inline = Attribute(field.python_name) if simple else None
-            return self._guard(plain, permissions, arguments), False, inline
+            attribute = Attribute(field.python_name) if simple else None
+            return self._guard(plain, permissions, arguments), False, attribute
         if resolver.root_parameter or resolver.parent_parameter:
             raise Unsupported(sel.name)
         func = cast(Callable[..., Any], resolver.wrapped_func)
@@ -169,6 +170,10 @@ class Compiler:
                 return func(source)
 
             return method, resolver.is_async, Method(func)
+        if takes_self and arguments is None and not permissions and _identifier(info_name or ""):
+            inline: Inline | None = Method(func, info_name)  # a row's nested object, say
+        else:
+            inline = None
 
         def resolve(source: Any, run: Run) -> Any:
             kwargs = arguments(run) if arguments is not None else {}
@@ -176,7 +181,7 @@ class Compiler:
                 kwargs[info_name] = run.info
             return func(source, **kwargs) if takes_self else func(**kwargs)
 
-        return self._guard(resolve, permissions, arguments), resolver.is_async, None
+        return self._guard(resolve, permissions, arguments), resolver.is_async, inline
 
     def _arguments(
         self, field: StrawberryField, sel: Selection
@@ -321,7 +326,8 @@ def build(steps: Sequence[Step]) -> Complete:
             values.append(f"    v{i} = value.{inline.name}")
         elif isinstance(inline, Method):
             names[f"f{i}"] = inline.func
-            values.append(f"    v{i} = f{i}(value)")
+            info = f", {inline.info}=run.info" if inline.info else ""
+            values.append(f"    v{i} = f{i}(value{info})")
         else:
             names[f"k{i}"] = s.call
             values.append(f"    v{i} = k{i}(value, run)")
