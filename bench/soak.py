@@ -445,8 +445,8 @@ async def soak(minutes: float, sockets: int, outage: float, folder: Path) -> int
         async def fault(name: str, action: Any) -> None:
             await asyncio.sleep(step)
             # One fault after another, each on a settled consumer group: tansu 0.6.0 (our
-            # stand-in broker) can wedge a group for good when a member dies while the group
-            # rebalances (docs/RELIABILITY.md), which a Kafka broker resolves by timeouts.
+            # stand-in broker) wedges a group for good when its leader leaves while it
+            # re-forms (docs/RELIABILITY.md), a case a Kafka broker resolves.
             target, waited = len(load.events_sent), time.monotonic()
             await settle(lambda: consumed(target), 60)
             load.settled_s[name] = round(time.monotonic() - waited, 1)
