@@ -256,8 +256,10 @@ def lua_strings(values: Sequence[str]) -> str:
 
 def wrk_script(body: str, ids: Sequence[str] = (), tokens: Sequence[str] = ()) -> str:
     """A POST /graphql per request: `body` with a random id at `ID_SLOT`, and a random token
-    of `tokens` (a user per request, as many clients would be), errors counted."""
-    pre, _, post = body.partition(ID_SLOT)
+    of `tokens` (a user per request, as many clients would be), errors counted. A body
+    without the slot is sent as it is, whatever `ids` holds."""
+    pre, slot, post = body.partition(ID_SLOT)
+    ids = ids if slot else ()
     return (
         f"""
 math.randomseed(os.time())

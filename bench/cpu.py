@@ -31,7 +31,6 @@ def worker_pid(supervisor: int) -> int:
 
 async def measure(seconds: int, scenario: str) -> None:
     from common import (
-        ID_SLOT,
         SERVED,
         backend_args,
         bench_database,
@@ -50,7 +49,7 @@ async def measure(seconds: int, scenario: str) -> None:
     tokens = user_tokens(TENANT, 200)
     async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
         body = {"S1": S1, "S2": S2}[scenario].ours
-        script = wrk_script(body, ids if ID_SLOT in body else (), tokens)
+        script = wrk_script(body, ids, tokens)
         wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
         pid = worker_pid(proc.pid)
         before = cpu_seconds(pid)

@@ -222,7 +222,7 @@ async def check_same_data(ours: str, theirs: str, ids: list[str], bearer: str) -
 
 
 def measure(base: str, body: str, ids: list[str], tokens: list[str], seconds: int) -> WrkResult:
-    script = wrk_script(body, ids if ID_SLOT in body else (), tokens)
+    script = wrk_script(body, ids, tokens)
     wrk(f"{base}/graphql", script, CONNECTIONS, WARM_UP_SECONDS)
     return wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
 

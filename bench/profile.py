@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 from common import (  # bench/common.py
-    ID_SLOT,
     backend_args,
     bench_database,
     lua_strings,
@@ -74,7 +73,7 @@ async def main() -> None:
             connections = 16
         else:
             ours = {"S1": S1, "S2": S2}[args.scenario].ours
-            script = wrk_script(ours, ids if ID_SLOT in ours else (), user_tokens(TENANT))
+            script = wrk_script(ours, ids, user_tokens(TENANT))
             connections = CONNECTIONS
         wrk(f"{base}/graphql", script, connections, 3)  # warm-up
         pid = worker_pid(proc.pid)
