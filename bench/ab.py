@@ -35,9 +35,11 @@ async def main() -> None:
     for round_ in range(1, args.rounds + 1):
         for mode in ("off", "on"):
             os.environ["C360_GRAPHQL_COMPILED"] = mode  # `serving` hands its environment on
-            async with serving(url, args.redis, raise_rate_limit=False) as (base, _):
+            async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
                 for sc in (S1, S2):
-                    r = await asyncio.to_thread(measure, base, sc.ours, ids, tokens, args.seconds)
+                    r, _ = await asyncio.to_thread(
+                        measure, base, sc.ours, ids, tokens, args.seconds, proc.pid
+                    )
                     line = f"| {round_} | {sc.name} | {mode} | {r.rate:,.0f}/s | "
                     line += f"{r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.errors} |"
                     print(line, flush=True)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,3 +475,39 @@ async def open_loop_in_process(
         return await asyncio.get_running_loop().run_in_executor(
             pool, open_loop, url, body, tokens, rate, seconds, conns
         )
+
+
+# --- where the CPU goes --------------------------------------------------------------------
+
+
+def _cpu_of(names: dict[str, int | str]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process of each named group: an int is a process with its
+    descendants, a str every process of that name."""
+    import psutil  # only the benchmarks need it
+
+    out: dict[str, dict[int, float]] = {k: {} for k in names}
+    for label, who in names.items():
+        if isinstance(who, int):
+            root = psutil.Process(who)
+            procs = [root, *root.children(recursive=True)]
+        else:
+            procs = [p for p in psutil.process_iter(["name"]) if p.info["name"] == who]
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                out[label][p.pid] = t.user + t.system
+    return out
+
+
+@contextlib.contextmanager
+def cpu_split(names: dict[str, int | str]) -> Iterator[dict[str, float]]:
+    """CPU seconds each group spent inside the block, filled in when it ends. Only processes
+    alive at both ends count: one that ended takes its time with it (the measured runs keep
+    their pooled connections, so their PostgreSQL backends live throughout)."""
+    before = _cpu_of(names)
+    spent: dict[str, float] = {}
+    yield spent
+    after = _cpu_of(names)
+    for k in names:
+        then = before[k]
+        spent[k] = sum(t - then[pid] for pid, t in after[k].items() if pid in then)

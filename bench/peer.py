@@ -35,6 +35,7 @@ from common import (  # bench/common.py
     WrkResult,
     backend_args,
     bench_database,
+    cpu_split,
     graphql_body,
     serving,
     user_tokens,
@@ -128,7 +129,9 @@ def install_peer() -> tuple[Path, Path, str]:
 
 
 @contextlib.asynccontextmanager
-async def peer_serving(owner_url: str, node: Path, where: Path) -> AsyncIterator[str]:
+async def peer_serving(
+    owner_url: str, node: Path, where: Path
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """PostGraphile on the bench database, ready (answering /graphql) when yielded."""
     port = free_port()
     libpq = make_url(owner_url).set(drivername="postgresql").render_as_string(False)
@@ -163,7 +166,7 @@ async def peer_serving(owner_url: str, node: Path, where: Path) -> AsyncIterator
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError("PostGraphile did not answer /graphql in 30 s")
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         proc.wait(10)
@@ -221,10 +224,26 @@ async def check_same_data(ours: str, theirs: str, ids: list[str], bearer: str) -
     assert len(rows_a) == len(rows_b) == 50, (len(rows_a), len(rows_b))
 
 
-def measure(base: str, body: str, ids: list[str], tokens: list[str], seconds: int) -> WrkResult:
+def measure(
+    base: str, body: str, ids: list[str], tokens: list[str], seconds: int, server: int
+) -> tuple[WrkResult, dict[str, float]]:
+    """The run's figures, and the CPU microseconds per answer of the server (its processes),
+    PostgreSQL (all its processes) and Redis: on a 2-core box shared by all three and wrk,
+    a server's rate is bounded by what it and its database spend per answer."""
     script = wrk_script(body, ids, tokens)
     wrk(f"{base}/graphql", script, CONNECTIONS, WARM_UP_SECONDS)
-    return wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
+    groups: dict[str, int | str] = {
+        "server": server,
+        "postgres": "postgres",
+        "redis": "redis-server",
+    }
+    with cpu_split(groups) as spent:
+        r = wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
+    return r, {k: 1e6 * v / max(r.requests, 1) for k, v in spent.items()}
+
+
+def cpu_line(per_answer: dict[str, float]) -> str:
+    return "CPU per answer: " + ", ".join(f"{k} {v:,.0f} us" for k, v in per_answer.items())
 
 
 def ratio(a: float, b: float) -> str:
@@ -271,17 +290,17 @@ async def main() -> None:
     )
     results: dict[tuple[str, str], WrkResult] = {}
     gateway = serving(url, args.redis, workers=args.workers, raise_rate_limit=False)
-    async with gateway as (ours, _), peer_serving(url, node, where) as theirs:
+    async with gateway as (ours, our_proc), peer_serving(url, node, where) as (theirs, peer):
         await check_same_data(ours, theirs, ids, tokens[0])
         for sc in (S1, S2):
-            for who, base, body, toks in (
-                ("ours", ours, sc.ours, tokens),
-                ("theirs", theirs, sc.theirs, []),
+            for who, base, body, toks, pid in (
+                ("ours", ours, sc.ours, tokens, our_proc.pid),
+                ("theirs", theirs, sc.theirs, [], peer.pid),
             ):
                 await ask(base, body, ids[0], toks[0] if toks else None)
-                r = await asyncio.to_thread(measure, base, body, ids, toks, args.seconds)
+                r, cpu = await asyncio.to_thread(measure, base, body, ids, toks, args.seconds, pid)
                 results[(sc.name, who)] = r
-                print(f"{sc.name:16} {who:6}  {r.line()}", flush=True)
+                print(f"{sc.name:16} {who:6}  {r.line()}  {cpu_line(cpu)}", flush=True)
             ours_r, theirs_r = results[(sc.name, "ours")], results[(sc.name, "theirs")]
             print(
                 f"{sc.name:16} ours/theirs: rate {ratio(ours_r.rate, theirs_r.rate)}, "

@@ -46,9 +46,9 @@ async def measure(seconds: int) -> None:
     ids = await customer_ids(url, 2000)
     tokens = user_tokens(TENANT, 200)
     cells = [SERVED]
-    async with serving(url, args.redis, raise_rate_limit=False) as (base, _):
+    async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
         for body in (S1.ours, inline, S2.ours):
-            r = await asyncio.to_thread(wrk_measure, base, body, ids, tokens, seconds)
+            r, _ = await asyncio.to_thread(wrk_measure, base, body, ids, tokens, seconds, proc.pid)
             cells.append(f"{r.rate:,.0f}/s, p99 {r.p99_ms:.1f} ms, {r.errors} errors")
     print("| " + " | ".join(cells) + " |", flush=True)
 
