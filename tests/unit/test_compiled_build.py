@@ -5,6 +5,7 @@ schema's promise."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -27,6 +28,8 @@ class Tier(Enum):
 class Status:
     stage: str
     since: int
+    at: datetime  # a scalar serialised inline
+    tier: Tier | None  # an enum that may be null
 
 
 @strawberry.type
@@ -46,9 +49,20 @@ class Row:
 
     @strawberry.field
     def status(self, info: strawberry.Info) -> Status:  # takes the info, as lifecycle does
-        return Status(stage=f"{self.name}:{info.context['suffix']}", since=3)
+        at = datetime(2026, 1, 2, 3, 4, 5, 6 if self.note else 0, tzinfo=UTC)
+        tier = Tier.PRO if self.note else None
+        return Status(stage=f"{self.name}:{info.context['suffix']}", since=3, at=at, tier=tier)
+
+    @strawberry.field
+    def raw_tier(self) -> Tier:  # an enum's value, not its member: the serialiser's to name
+        return "PRO"  # type: ignore[return-value]
+
+    @strawberry.field
+    def required_status(self) -> Status:  # a non-null object it may not have
+        return None if self.note is None else Status(stage="s", since=1, at=EPOCH, tier=None)  # type: ignore[return-value]
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ROWS = [
     Row(name="a", note="x", tier=Tier.PRO, flag=True),
     Row(name="b", note=None, tier=Tier.FREE, flag=False),
@@ -90,6 +104,7 @@ def reference(query: str) -> dict[str, Any]:
         "{ rows { name label tier flag } }",
         "{ rows { __typename n: name t: tier ... on Row { label } status { stage since } } }",
         "{ rows { status { __typename stage } tier name } }",
+        "{ rows { status { at tier since } rawTier } }",
     ],
 )
 def test_it_answers_as_strawberry_does(query: str) -> None:
@@ -102,3 +117,11 @@ def test_a_null_where_the_schema_promises_a_value_goes_to_strawberry() -> None:
     # then strawberry answers the request (its error, path and null propagation)
     with pytest.raises(Unsupported):
         compiled("{ rows { name requiredLabel } }")
+
+
+def test_a_missing_non_null_object_goes_to_strawberry() -> None:
+    # given a row whose non-null object field resolves to None
+    # when the generated completion of that object meets it
+    # then strawberry answers the request
+    with pytest.raises(Unsupported):
+        compiled("{ rows { requiredStatus { stage } } }")
