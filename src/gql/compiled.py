@@ -152,7 +152,7 @@ class Compiler:
         if resolver is None:
             read = attrgetter(field.python_name)
 
-            def plain(source: Any, run: Run) -> Any:
+            def plain(source: Any, run: Run, kwargs: dict[str, Any] | None = None) -> Any:
                 return read(source)
 
             simple = not permissions and arguments is None
@@ -175,8 +175,9 @@ class Compiler:
         else:
             inline = None
 
-        def resolve(source: Any, run: Run) -> Any:
-            kwargs = arguments(run) if arguments is not None else {}
+        def resolve(source: Any, run: Run, kwargs: dict[str, Any] | None = None) -> Any:
+            if kwargs is None:
+                kwargs = arguments(run) if arguments is not None else {}
             if info_name is not None:
                 kwargs[info_name] = run.info
             return func(source, **kwargs) if takes_self else func(**kwargs)
@@ -201,7 +202,7 @@ class Compiler:
 
     @staticmethod
     def _guard(
-        call: Callable[[Any, Run], Any],
+        call: Callable[..., Any],  # (source, run, kwargs=None)
         permissions: list[Any],
         arguments: Callable[[Run], dict[str, Any]] | None,
     ) -> Callable[[Any, Run], Any]:
@@ -209,12 +210,13 @@ class Compiler:
             return call
 
         def guarded(source: Any, run: Run) -> Any:
+            # converted once, for the permissions and the resolver (as strawberry does)
             kwargs = arguments(run) if arguments is not None else {}
             for permission in permissions:
                 allowed = permission.has_permission(source, run.info, **kwargs)
                 if inspect.isawaitable(allowed) or not allowed:
                     raise Unsupported("permission")  # strawberry says FORBIDDEN, its way
-            return call(source, run)
+            return call(source, run, kwargs)
 
         return guarded
 
