@@ -25,7 +25,7 @@ from customer360.auth.ratelimit import RateLimiter
 from customer360.auth.tokens import TokenVerifier
 from customer360.cors import Cors
 from customer360.data.cache import Cache
-from customer360.data.db import make_engine
+from customer360.data.db import make_engine, read_pool
 from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.edge import BodyLimit, GraphQLPost
@@ -262,7 +262,10 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         try:
             verifier = TokenVerifier(settings)
             background_work = background(settings, engine, redis, usecases, sealer, tracing)
-            async with background_work as (hub, kafka):
+            async with (
+                read_pool(engine, settings.db_read_pool_size) as reads.pool,
+                background_work as (hub, kafka),
+            ):
                 app.state.services = Services(
                     settings, engine, redis, verifier, reads, hub, kafka, usecases, tracing
                 )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
@@ -31,6 +35,11 @@ def _no_transaction_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) 
         raise DisconnectionError("pooled connection still inside a transaction")
 
 
+# asyncpg's own settings, for the engine's connections and the read pool's alike: its
+# prepared-statement cache makes repeat queries one round trip.
+_CONNECT_ARGS: dict[str, Any] = {"statement_cache_size": 512, "server_settings": {"jit": "off"}}
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -47,12 +56,38 @@ def make_engine(
         hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
-        # asyncpg's prepared-statement cache makes repeat queries one round trip.
-        connect_args={"statement_cache_size": 512, "server_settings": {"jit": "off"}},
+        connect_args=_CONNECT_ARGS,
     )
     event.listen(engine.sync_engine.pool, "checkout", _no_transaction_on_checkout)
     # Every connection of this engine can seal and open encrypted fields (data/keys.py).
     return engine if keys is None else engine.execution_options(**{OPTION: keys})
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """A read leaves nothing on its session: one autocommit statement whose tenant setting
+    is transaction-local. asyncpg itself still rolls back a transaction left open and waits
+    out a cancelled query before the connection is used again."""
+
+
+@contextlib.asynccontextmanager
+async def read_pool(engine: AsyncEngine, size: int) -> AsyncIterator[asyncpg.Pool]:
+    """Connections for `Reads`' single statements, from asyncpg's own pool, to the engine's
+    database as the engine's role. A checkout from SQLAlchemy's pool costs three greenlet
+    switches and its events, about 45 us of CPU more than this one: a fifth of what a page of
+    fifty customers costs to read (docs/BENCHMARKS.md)."""
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    # min_size 0: no connection before the first read (the gateway starts, and says it is
+    # not ready, while PostgreSQL is away)
+    pool = await asyncpg.create_pool(
+        min_size=0, max_size=size, reset=_nothing_to_reset, **_CONNECT_ARGS, **kwargs
+    )
+    try:
+        yield pool
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except TimeoutError:  # a read that never ends must not hold the stop
+            pool.terminate()
 
 
 # What bulk loads fill: the planner must know their sizes before the first query, or it

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, AsyncExitStack
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -211,8 +211,12 @@ class Reads:
         cache: Cache | None = None,
         config_ttl: float = 1.0,
         span: Callable[[str], AbstractContextManager[None]] | None = None,
+        pool: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
+        # The statements of `_all` run on this pool's connections when given (db.read_pool),
+        # else on the engine's.
+        self.pool = pool
         # A span per statement when tracing is on (otel.Tracing.read_span): these reads run
         # on asyncpg itself, below the engine's instrumentation.
         self.span = span
@@ -250,26 +254,25 @@ class Reads:
             for observe in self.observers:
                 observe(_positional(sql)[0])
         query, names = _scoped_statement(sql) if "t" in params else _positional(sql)
-        async with (
-            self.engine.connect() as conn,
-            AsyncExitStack() as traced,
-        ):
-            if self.span is not None:
-                traced.enter_context(self.span(query))
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            try:
-                rows: list[Record] = await raw.fetch(
-                    query, *(params[n] for n in names), record_class=Record
-                )
-                return rows
-            finally:
-                if raw.is_in_transaction():
-                    # Never opened here: something left one on this connection. SQLAlchemy
-                    # does not know of it, so the pool would hand it on and the next unit of
-                    # work would only write savepoints of it. Closed here (synchronously, as
-                    # a cancelled task can), the pool replaces it.
-                    raw.terminate()
+        args = [params[n] for n in names]
+        with self.span(query) if self.span is not None else contextlib.nullcontext():
+            if self.pool is not None:
+                async with self.pool.acquire() as raw:
+                    rows: list[Record] = await raw.fetch(query, *args, record_class=Record)
+                    return rows
+            async with self.engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                try:
+                    rows = await raw.fetch(query, *args, record_class=Record)
+                    return rows
+                finally:
+                    if raw.is_in_transaction():
+                        # Never opened here: something left one on this connection.
+                        # SQLAlchemy does not know of it, so the pool would hand it on and
+                        # the next unit of work would only write savepoints of it. Closed
+                        # here (synchronously, as a cancelled task can), the pool replaces it.
+                        raw.terminate()
 
     async def _cipher(self, tenant_id: str) -> TenantCipher | None:
         keys = keys_of(self.engine)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customer360.data.db import make_engine
+from customer360.data.db import make_engine, read_pool
 from customer360.data.keys import TenantKeys
 from customer360.data.queries import CustomerFilterSpec, Reads
 from customer360.data.scope import tenant_scope
@@ -108,3 +108,36 @@ async def test_a_tenant_read_that_does_not_name_its_tenant_is_refused_before_it_
     # the tenant is set by the read statement itself, which needs `:t` to order it first
     with pytest.raises(ValueError, match="names its tenant"):
         await Reads(app_engine)._all("SELECT count(*) FROM customers", {"t": "any"})
+
+
+async def test_reads_on_their_own_pool_see_only_their_tenant_and_leave_no_setting_behind(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    # given two tenants' customers and reads on their own pool of 3 connections
+    tenants = [f"rls-p-{uuid.uuid4().hex[:6]}", f"rls-q-{uuid.uuid4().hex[:6]}"]
+    mine = {t: {await make_customer(t) for _ in range(5)} for t in tenants}
+    async with read_pool(app_engine, 3) as pool:
+        reads = Reads(app_engine, pool=pool)
+
+        async def request(t: str) -> tuple[str, set[uuid.UUID], set[str]]:
+            rows = await reads.list_customers(t, CustomerFilterSpec(), "CREATED_AT_DESC", 50, None)
+            return t, {r.id for r in rows}, {r.tenant_id for r in rows}
+
+        # when 400 requests of both tenants share them
+        results = await asyncio.gather(*(request(tenants[i % 2]) for i in range(400)))
+        # then each saw its own customers only
+        foreign = sum(len(ids - mine[t]) + len(owners - {t}) for t, ids, owners in results)
+        assert foreign == 0
+        assert all(ids == mine[t] for t, ids, _ in results)
+        # and no connection of the pool keeps a tenant for its next user
+        held = [await pool.acquire() for _ in range(3)]
+        try:
+            for c in held:
+                assert await c.fetchval("SELECT current_setting('app.tenant_id', true)") in (
+                    None,
+                    "",
+                )
+                assert await c.fetchval("SELECT count(*) FROM customers") == 0
+        finally:
+            for c in held:
+                await pool.release(c)
