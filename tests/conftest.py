@@ -32,7 +32,7 @@ from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
-from customer360.gql.fastpath import MISMATCHES
+from customer360.gql.fastpath import MISMATCHES, SHORT_READS
 from customer360.settings import Settings
 from tests.helpers import CLIENTS, apply_event, created_event, npm_installed
 
@@ -167,11 +167,14 @@ def settings(app_database_url: str, redis_url: str, kafka_bootstrap: str) -> Set
 def check_compiled() -> Iterator[None]:
     """The differential test of every document a test sent: the compiled path answered
     exactly as strawberry did."""
-    seen = len(MISMATCHES)
+    seen, short = len(MISMATCHES), len(SHORT_READS)
     yield
     found = MISMATCHES[seen:]
     del MISMATCHES[seen:]
+    unread = SHORT_READS[short:]
+    del SHORT_READS[short:]
     assert not found, f"compiled path and strawberry disagree: {found[0]}"
+    assert not unread, f"a field read a column it does not declare (projection.py): {unread[0]}"
 
 
 @dataclass

@@ -158,24 +158,32 @@ class CustomerFilterSpec:
 
 
 _ROWS = (asyncpg.Record, Row)
-_ID = CUSTOMER_FIELDS.index("id")
+
+
+class ColumnNotRead(Exception):
+    """A field read a column its read left out: its declaration (gql/types.py `reads`) is
+    short. The compiled path then leaves the request to strawberry, which reads whole rows."""
 
 
 class Customer(tuple[Any, ...]):
     """A customer as the API reads it: the row's values, then the tenant's cipher, each
     column read by name as a named tuple's are (a page builds fifty of these per answer, so
     a C copy and C getters, not a dict per row). Its sealed fields are opened when read, not
-    before: a page that shows no email pays for no decryption."""
+    before: a page that shows no email pays for no decryption.
+
+    `columns` says which columns the row holds, in CUSTOMER_FIELDS order: all of them, or
+    those a page's selection reads (`shaped`)."""
 
     __slots__ = ()
+    columns: tuple[str, ...] = CUSTOMER_FIELDS
 
     def __new__(cls, row: Any, cipher: TenantCipher | None) -> Customer:
         if isinstance(row, _ROWS):
             values = (*row, cipher)
         else:  # from the cache
-            values = (*(getattr(row, f) for f in CUSTOMER_FIELDS), cipher)
-        if len(values) != len(CUSTOMER_FIELDS) + 1:
-            raise ValueError(f"a customer row has {len(CUSTOMER_FIELDS)} columns")
+            values = (*(getattr(row, f) for f in cls.columns), cipher)
+        if len(values) != len(cls.columns) + 1:
+            raise ValueError(f"a customer row of {cls.__name__} has {len(cls.columns)} columns")
         return tuple.__new__(cls, values)
 
     if TYPE_CHECKING:
@@ -183,17 +191,46 @@ class Customer(tuple[Any, ...]):
         def __getattr__(self, name: str) -> Any: ...
 
 
-def _sealed_column(field: str, at: int) -> property:
+def _sealed_column(field: str, at: int, id_at: int) -> property:
     def opened(self: Customer) -> str | None:
         cipher: TenantCipher | None = self[-1]
-        return None if cipher is None else cipher.open(self[at], self[_ID], field)
+        return None if cipher is None else cipher.open(self[at], self[id_at], field)
 
     return property(opened, doc=f"{field}, opened with the tenant's key (None if erased)")
 
 
-for _at, _field in enumerate(CUSTOMER_FIELDS):
-    _read = _sealed_column(_field, _at) if _field in SEALED else property(itemgetter(_at))
-    setattr(Customer, _field, _read)
+def _not_read(field: str) -> property:
+    def missing(self: Customer) -> Any:
+        raise ColumnNotRead(f"{field} was not read for this selection")
+
+    return property(missing)
+
+
+def _define(cls: type[Customer]) -> type[Customer]:
+    at = {f: i for i, f in enumerate(cls.columns)}
+    for field in CUSTOMER_FIELDS:
+        if field not in at:
+            read = _not_read(field)
+        elif field in SEALED:
+            read = _sealed_column(field, at[field], at["id"])
+        else:
+            read = property(itemgetter(at[field]))
+        setattr(cls, field, read)
+    return cls
+
+
+_define(Customer)
+
+
+@functools.lru_cache(maxsize=256)
+def shaped(columns: frozenset[str]) -> type[Customer]:
+    """The customer class holding only `columns` (plus the id, which sealed fields and the
+    loaders need): one class per distinct selection, made once."""
+    unknown = columns - set(CUSTOMER_FIELDS)
+    if unknown:
+        raise ValueError(f"not customer columns: {sorted(unknown)}")
+    kept = tuple(f for f in CUSTOMER_FIELDS if f in columns or f == "id")
+    return _define(type("ShapedCustomer", (Customer,), {"__slots__": (), "columns": kept}))
 
 
 class Reads:
@@ -282,11 +319,13 @@ class Reads:
         async with self._scoped(tenant_id) as conn:
             return await keys.for_read(conn, tenant_id)
 
-    async def _reveal(self, tenant_id: str, rows: Iterable[Any]) -> list[Customer]:
+    async def _reveal(
+        self, tenant_id: str, rows: Iterable[Any], shape: type[Customer] = Customer
+    ) -> list[Customer]:
         """Customer rows whose email and phone open when read (None where erased or
         unreadable)."""
         cipher = await self._cipher(tenant_id)
-        return [Customer(r, cipher) for r in rows]
+        return [shape(r, cipher) for r in rows]
 
     async def stage_config(self, tenant_id: str) -> StageConfig:
         now = time.monotonic()
@@ -359,19 +398,23 @@ class Reads:
         order: str,
         limit: int,
         after: tuple[Any, ...] | None,
+        columns: frozenset[str] | None = None,
     ) -> Sequence[Any]:
+        """A page of customers. `columns`: only those are read (with the id and the
+        ordering's), for a selection that reads no other; None: whole rows."""
         ordering = ORDERINGS[order]
         params: dict[str, Any] = {"t": tenant_id, "limit": limit}
         where = spec.where(params, await self._blind(tenant_id, spec.search))
         if after is not None:
             where += " AND " + ordering.after(len(after))
             params.update({f"k{i}": v for i, v in enumerate(after)})
+        shape = Customer if columns is None else shaped(columns | set(ordering.columns))
         rows = await self._all(
-            f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {where} "  # noqa: S608
+            f"SELECT {', '.join(shape.columns)} FROM customers WHERE {where} "  # noqa: S608
             f"ORDER BY {ordering.order_by()} LIMIT :limit",
             params,
         )
-        return await self._reveal(tenant_id, rows)
+        return await self._reveal(tenant_id, rows, shape)
 
     async def _blind(self, tenant_id: str, search: str | None) -> bytes | None:
         if not search:

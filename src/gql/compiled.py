@@ -41,6 +41,7 @@ from strawberry.types.field import StrawberryField
 
 from .context import Context
 from .plan import Selection
+from .projection import ROWS, row_columns
 
 
 class Unsupported(Exception):
@@ -52,6 +53,9 @@ class Info:
     """What our resolvers and permission classes read from strawberry's Info."""
 
     context: Context
+    # For a field that reads customers' rows for its selection (projection.ROWS): the
+    # columns that selection reads; None: whole rows.
+    row_columns: frozenset[str] | None = None
 
 
 Complete = Callable[[Any, "Run"], Any]
@@ -175,11 +179,15 @@ class Compiler:
         else:
             inline = None
 
+        # worked out once per document, as the rest of the step
+        columns = row_columns(sel.children) if field.metadata.get(ROWS) else None
+
         def resolve(source: Any, run: Run, kwargs: dict[str, Any] | None = None) -> Any:
             if kwargs is None:
                 kwargs = arguments(run) if arguments is not None else {}
             if info_name is not None:
-                kwargs[info_name] = run.info
+                info = run.info if columns is None else Info(run.info.context, columns)
+                kwargs[info_name] = info
             return func(source, **kwargs) if takes_self else func(**kwargs)
 
         return self._guard(resolve, permissions, arguments), resolver.is_async, inline

@@ -18,7 +18,8 @@ from .context import Context
 from .errors import bad_input
 from .pagination import Page, check_first, decode_cursor, encode_cursor, scope_of
 from .permissions import CanViewLifecycle
-from .types import Customer, CustomerTier, PageInfo, Permission, page_info, parse_id
+from .projection import reads, rows_below
+from .types import Customer, CustomerTier, PageInfo, Permission, parse_id
 
 
 @strawberry.type
@@ -58,18 +59,19 @@ def _edge_cursor(self: CustomerEdge) -> str:
 
 @strawberry.type
 class CustomerEdge:
-    cursor: str = strawberry.field(resolver=_edge_cursor)
-    node: Customer
+    # the cursor reads the ordering's columns, which a page always reads
+    cursor: str = reads(resolver=_edge_cursor)
+    node: Customer = reads(same_row=True)
     _page: strawberry.Private[Page]
 
 
 @strawberry.type
 class CustomerConnection:
-    edges: list[CustomerEdge]
-    page_info: PageInfo
+    edges: list[CustomerEdge] = reads(same_row=True)
+    page_info: PageInfo = reads()
     _count: strawberry.Private[Any]
 
-    @strawberry.field
+    @reads()
     async def total_count(self) -> int:
         count: int = await self._count()
         return count
@@ -139,14 +141,18 @@ async def customer_page(
     order_by: CustomerOrder | None,
     first: int | None,
     after: str | None,
+    columns: frozenset[str] | None = None,
 ) -> Page:
     limit = check_first(50 if first is None else first)
     order = (order_by or CustomerOrder.CREATED_AT_DESC).value
     spec = await _filter_spec(ctx, filter)
     scope = scope_of(ctx.tenant_id, "customers", order, repr(spec))
     after_keys = _after_keys(order, decode_cursor(after, scope)) if after is not None else None
-    rows = list(await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys))
-    ctx.loaders.known.update((row.id, row) for row in rows[:limit])
+    rows = list(
+        await ctx.reads.list_customers(ctx.tenant_id, spec, order, limit + 1, after_keys, columns)
+    )
+    if columns is None:  # whole rows: the customer loader may answer with them
+        ctx.loaders.known.update((row.id, row) for row in rows[:limit])
 
     async def count() -> int:
         return await ctx.reads.count_customers(ctx.tenant_id, spec)
@@ -181,7 +187,7 @@ class CustomerQuery:
         row = await info.context.loaders.customer.load(parse_id(id))
         return Customer(_row=row) if row is not None else None
 
-    @strawberry.field(
+    @rows_below(
         permission_classes=[CanViewLifecycle],
         description="Customers of the viewer's tenant, in `orderBy` order.",
     )
@@ -193,13 +199,12 @@ class CustomerQuery:
         first: int | None = 50,
         after: str | None = None,
     ) -> CustomerConnection:
-        page = await customer_page(info.context, filter, order_by, first, after)
+        # The compiled path's info says which columns its selection reads (projection.py);
+        # strawberry's has no such attribute, and reads whole rows.
+        columns = getattr(info, "row_columns", None)
+        page = await customer_page(info.context, filter, order_by, first, after, columns)
         edges = [CustomerEdge(node=Customer(_row=row), _page=page) for row in page.rows]
-        return CustomerConnection(
-            edges=edges,
-            page_info=page_info(page),
-            _count=page.count,
-        )
+        return CustomerConnection(edges=edges, page_info=PageInfo(_page=page), _count=page.count)
 
     @strawberry.field(
         permission_classes=[CanViewLifecycle],

@@ -29,14 +29,6 @@ class Page:
     has_previous: bool
     count: Callable[[], Awaitable[int]]
 
-    def page_info(self) -> dict[str, Any]:
-        return {
-            "hasNextPage": self.has_next,
-            "hasPreviousPage": self.has_previous,
-            "startCursor": self.cursor(self.rows[0]) if self.rows else None,
-            "endCursor": self.cursor(self.rows[-1]) if self.rows else None,
-        }
-
 
 def check_first(first: int) -> int:
     if first < 0 or first > MAX_FIRST:

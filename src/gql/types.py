@@ -19,6 +19,7 @@ from .context import Context
 from .errors import bad_input
 from .pagination import Page, check_first, decode_cursor, encode_cursor, scope_of
 from .permissions import CanViewHistory
+from .projection import reads
 
 TransitionSource = strawberry.enum(Source, name="TransitionSource")
 Permission = strawberry.enum(PermissionValue, name="Permission")
@@ -40,10 +41,26 @@ _SOURCES = {s.value: s for s in Source}
 
 @strawberry.type
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    # The page itself, its cursors made when asked for: most lists are read without them.
+    _page: strawberry.Private[Page]
+
+    @strawberry.field
+    def has_next_page(self) -> bool:
+        return self._page.has_next
+
+    @strawberry.field
+    def has_previous_page(self) -> bool:
+        return self._page.has_previous
+
+    @strawberry.field
+    def start_cursor(self) -> str | None:
+        rows = self._page.rows
+        return self._page.cursor(rows[0]) if rows else None
+
+    @strawberry.field
+    def end_cursor(self) -> str | None:
+        rows = self._page.rows
+        return self._page.cursor(rows[-1]) if rows else None
 
 
 @strawberry.type
@@ -97,45 +114,47 @@ class LifecycleStatus:
     _row: strawberry.Private[Record]
     _config: strawberry.Private[Callable[[], Awaitable[StageConfig]]]
 
-    @strawberry.field
+    @reads("stage")
     def stage(self) -> str:
         return self._row.stage  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("stage_entered_at")
     def entered_at(self) -> datetime:
         return self._row.stage_entered_at  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("lifecycle_updated_at")
     def updated_at(self) -> datetime:
         return self._row.lifecycle_updated_at  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("lifecycle_updated_by")
     def updated_by(self) -> str:
         return self._row.lifecycle_updated_by  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("reason_code")
     def reason_code(self) -> str | None:
         return self._row.reason_code  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("source")
     def source(self) -> TransitionSource:  # type: ignore[valid-type]
         source = self._row.source
         return _SOURCES.get(source) or Source(source)
 
-    @strawberry.field
+    @reads("version")
     def version(self) -> int:
         return self._row.version  # type: ignore[no-any-return]
 
-    @strawberry.field(
+    @reads(
+        "id",
+        "version",
         description="For client caches (Apollo, urql): the customer, its version and the "
         "version of the stage configuration, so a cached status never outlives a change of "
-        "stage or of the rules behind allowedNextStages."
+        "stage or of the rules behind allowedNextStages.",
     )
     async def id(self) -> strawberry.ID:
         config = await self._config()
         return strawberry.ID(f"{self._row.id}:{self._row.version}:{config.version}")
 
-    @strawberry.field(description="Stages the tenant's rules allow from here.")
+    @reads("stage", description="Stages the tenant's rules allow from here.")
     async def allowed_next_stages(self) -> list[str]:
         return (await self._config()).allowed_next_stages(self._row.stage)
 
@@ -213,56 +232,57 @@ async def history_page(ctx: Context, cid: uuid.UUID, first: int | None, after: s
 class Customer:
     _row: strawberry.Private[Record]
 
-    @strawberry.field
+    @reads("id")
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self._row.id))
 
-    @strawberry.field
+    @reads("tenant_id")
     def tenant_id(self) -> str:
         return str(self._row.tenant_id)
 
-    @strawberry.field
+    @reads("name")
     def name(self) -> str:
         return str(self._row.name)
 
-    @strawberry.field
+    @reads("email", "id")
     def email(self) -> str | None:
         return self._row.email  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("phone", "id")
     def phone(self) -> str | None:
         return self._row.phone  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("company_name")
     def company_name(self) -> str | None:
         return self._row.company_name  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("tier")
     def tier(self) -> CustomerTier | None:
         tier = self._row.tier
         return (_TIERS.get(tier) or CustomerTier(tier)) if tier else None
 
-    @strawberry.field
+    @reads("tags")
     def tags(self) -> list[str]:
         return list(self._row.tags or [])
 
-    @strawberry.field
+    @reads("assigned_to")
     def assigned_to(self) -> str | None:
         return self._row.assigned_to  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("created_at")
     def created_at(self) -> datetime:
         return self._row.created_at  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads("updated_at")
     def updated_at(self) -> datetime:
         return self._row.updated_at  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @reads(same_row=True)
     def lifecycle(self, info: Info[Context, None]) -> LifecycleStatus:
         return LifecycleStatus(_row=self._row, _config=info.context.stage_config)
 
-    @strawberry.field(
+    @reads(
+        "id",
         permission_classes=[CanViewHistory],
         description="Time spent in each stage this customer has ever been in. Needs VIEW_HISTORY.",
     )
@@ -270,7 +290,8 @@ class Customer:
         rows = await info.context.loaders.history.load(self._row.id)
         return stage_durations(rows, info.context.now())
 
-    @strawberry.field(
+    @reads(
+        "id",
         permission_classes=[CanViewHistory],
         description="The stage the customer was in at that instant; null before it existed. "
         "Needs VIEW_HISTORY.",
@@ -280,8 +301,8 @@ class Customer:
             as_of = as_of.replace(tzinfo=UTC)
         return await info.context.reads.stage_at(info.context.tenant_id, self._row.id, as_of)
 
-    @strawberry.field(
-        permission_classes=[CanViewHistory], description="Newest first. Needs VIEW_HISTORY."
+    @reads(
+        "id", permission_classes=[CanViewHistory], description="Newest first. Needs VIEW_HISTORY."
     )
     async def lifecycle_history(
         self, info: Info[Context, None], first: int | None = 20, after: str | None = None
@@ -293,11 +314,11 @@ class Customer:
         ]
         return LifecycleTransitionConnection(
             edges=edges,
-            page_info=page_info(page),
+            page_info=PageInfo(_page=page),
             _count=page.count,
         )
 
-    @strawberry.field
+    @reads("id", "stage_entered_at")
     async def metrics(self, info: Info[Context, None]) -> CustomerMetrics:
         m = await info.context.loaders.metrics.load(self._row.id)
         days = int((info.context.now() - self._row.stage_entered_at).total_seconds() // 86400)
@@ -309,16 +330,6 @@ class Customer:
             last_contract_renewed_at=m.last_contract_renewed_at if m else None,
             days_in_stage=max(days, 0),
         )
-
-
-def page_info(page: Page) -> PageInfo:
-    info = page.page_info()
-    return PageInfo(
-        has_next_page=info["hasNextPage"],
-        has_previous_page=info["hasPreviousPage"],
-        start_cursor=info["startCursor"],
-        end_cursor=info["endCursor"],
-    )
 
 
 def parse_id(raw: str) -> uuid.UUID:

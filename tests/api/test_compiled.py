@@ -53,6 +53,18 @@ DOCUMENTS: list[tuple[str, dict[str, Any]]] = [
         'before: stageAt(asOf: "2000-01-01T00:00:00") } }',
         {"id": "{a}"},
     ),
+    # every field of a customer in a page: each reads only the columns it declares
+    # (projection.py; conftest fails the test on a field that reads one it does not)
+    (
+        "{ customers(first: 3) { __typename totalCount pageInfo { endCursor } "
+        "edges { __typename cursor node { __typename ...Row " + CUSTOMER_FIELDS + " "
+        "metrics { openSupportIssues contractRenewalCount lastContractRenewedAt daysInStage } "
+        "stageDurations { stage entries totalSeconds } "
+        "lifecycleHistory(first: 1) { totalCount edges { node { id toStage } } } "
+        'now: stageAt(asOf: "2999-01-01T00:00:00Z") } } } } '
+        "fragment Row on Customer { lifecycle { ... on LifecycleStatus { version } } }",
+        {},
+    ),
     # fragments, inline fragments, aliases, the same key merged, directives
     (
         "query($id: ID!, $more: Boolean!, $less: Boolean!) { "
