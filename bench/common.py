@@ -183,11 +183,14 @@ async def serving(
     kafka: str = "off",
     workers: int = 1,
     raise_rate_limit: bool = True,
+    under: Sequence[str] = (),
+    ready_seconds: float = 30,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """`c360 serve` in a subprocess beside the benchmark, ready when yielded.
 
     `raise_rate_limit=False` keeps the production budget (1,000 updates per user and hour):
-    for callers that spread their writes over many users (`user_tokens`)."""
+    for callers that spread their writes over many users (`user_tokens`). `under`: a command
+    the server runs under (valgrind, bench/instructions.py)."""
     port = free_port()
     env = {
         **os.environ,
@@ -204,6 +207,7 @@ async def serving(
         env.pop("C360_RATE_LIMIT")
     proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; the server runs beside
         [
+            *under,
             sys.executable,
             "-m",
             "customer360.cli",
@@ -218,7 +222,7 @@ async def serving(
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as client:
-            for _ in range(300):
+            for _ in range(int(ready_seconds * 10)):
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get("/readyz")).status_code == 200:
                         break
