@@ -115,6 +115,8 @@ class Ordering:
         return f"({cols}) {op} ({params})"
 
 
+# In a page's column list: the columns of its ordering, whichever it is (for cursors).
+SORT_KEY = "(sort key)"
 ORDERINGS = {
     "CREATED_AT_DESC": Ordering(("created_at", "id"), True),
     "UPDATED_AT_DESC": Ordering(("updated_at", "id"), True),
@@ -400,15 +402,18 @@ class Reads:
         after: tuple[Any, ...] | None,
         columns: frozenset[str] | None = None,
     ) -> Sequence[Any]:
-        """A page of customers. `columns`: only those are read (with the id and the
-        ordering's), for a selection that reads no other; None: whole rows."""
+        """A page of customers. `columns`: only those are read (and the id; SORT_KEY
+        stands for the ordering's columns, which cursors are made of), for a selection that
+        reads no other; None: whole rows."""
         ordering = ORDERINGS[order]
         params: dict[str, Any] = {"t": tenant_id, "limit": limit}
         where = spec.where(params, await self._blind(tenant_id, spec.search))
         if after is not None:
             where += " AND " + ordering.after(len(after))
             params.update({f"k{i}": v for i, v in enumerate(after)})
-        shape = Customer if columns is None else shaped(columns | set(ordering.columns))
+        if columns is not None and SORT_KEY in columns:
+            columns = (columns - {SORT_KEY}) | set(ordering.columns)
+        shape = Customer if columns is None else shaped(columns)
         rows = await self._all(
             f"SELECT {', '.join(shape.columns)} FROM customers WHERE {where} "  # noqa: S608
             f"ORDER BY {ordering.order_by()} LIMIT :limit",

@@ -11,7 +11,7 @@ import strawberry
 from strawberry.types import Info
 
 from customer360.auth.principal import Permission as PermissionValue
-from customer360.data.queries import ORDERINGS, CustomerFilterSpec
+from customer360.data.queries import ORDERINGS, SORT_KEY, CustomerFilterSpec
 from customer360.lifecycle import Reason
 
 from .context import Context
@@ -59,8 +59,7 @@ def _edge_cursor(self: CustomerEdge) -> str:
 
 @strawberry.type
 class CustomerEdge:
-    # the cursor reads the ordering's columns, which a page always reads
-    cursor: str = reads(resolver=_edge_cursor)
+    cursor: str = reads(SORT_KEY, resolver=_edge_cursor)
     node: Customer = reads(same_row=True)
     _page: strawberry.Private[Page]
 
@@ -68,7 +67,7 @@ class CustomerEdge:
 @strawberry.type
 class CustomerConnection:
     edges: list[CustomerEdge] = reads(same_row=True)
-    page_info: PageInfo = reads()
+    page_info: PageInfo = reads(SORT_KEY)  # its cursors
     _count: strawberry.Private[Any]
 
     @reads()
