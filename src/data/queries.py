@@ -188,6 +188,15 @@ class Customer(tuple[Any, ...]):
             raise ValueError(f"a customer row of {cls.__name__} has {len(cls.columns)} columns")
         return tuple.__new__(cls, values)
 
+    @classmethod
+    def of_records(cls, records: Sequence[Record], cipher: TenantCipher | None) -> list[Customer]:
+        """`cls(record, cipher)` for each record of one statement, without a Python call per
+        row (a page makes fifty): one statement's records all have its width, checked once."""
+        if records and len(records[0]) != len(cls.columns):
+            raise ValueError(f"a customer row of {cls.__name__} has {len(cls.columns)} columns")
+        new = tuple.__new__
+        return [new(cls, (*r, cipher)) for r in records]
+
     if TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Any: ...
@@ -321,13 +330,11 @@ class Reads:
         async with self._scoped(tenant_id) as conn:
             return await keys.for_read(conn, tenant_id)
 
-    async def _reveal(
-        self, tenant_id: str, rows: Iterable[Any], shape: type[Customer] = Customer
-    ) -> list[Customer]:
+    async def _reveal(self, tenant_id: str, rows: Iterable[Any]) -> list[Customer]:
         """Customer rows whose email and phone open when read (None where erased or
         unreadable)."""
         cipher = await self._cipher(tenant_id)
-        return [shape(r, cipher) for r in rows]
+        return [Customer(r, cipher) for r in rows]
 
     async def stage_config(self, tenant_id: str) -> StageConfig:
         now = time.monotonic()
@@ -419,7 +426,7 @@ class Reads:
             f"ORDER BY {ordering.order_by()} LIMIT :limit",
             params,
         )
-        return await self._reveal(tenant_id, rows, shape)
+        return shape.of_records(rows, await self._cipher(tenant_id))
 
     async def _blind(self, tenant_id: str, search: str | None) -> bytes | None:
         if not search:
