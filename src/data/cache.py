@@ -13,6 +13,7 @@ generations are not ordered, is bypassed for a few seconds after a write instead
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,10 +83,16 @@ def summary_key(tenant: str) -> str:
     return f"{PREFIX}:{tenant}:summary"
 
 
+# Batched reads under way: a task nobody else holds could be collected before it ends.
+_IN_FLIGHT: set[asyncio.Task[None]] = set()
+
+
 class Cache:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._get = redis.register_script(_GET)
+        # Reads asked for in this turn of the event loop, sent together (`_read`).
+        self._asked: list[tuple[list[str], asyncio.Future[list[Any]]]] = []
         self._put = redis.register_script(_PUT)
         self._written: dict[tuple[str, str], float] = {}
         # (tenant, customer) -> (the generation the relay will set for this process's write,
@@ -122,6 +129,44 @@ class Cache:
             return False
         return True
 
+    # -- one round trip for the reads of many requests -------------------------------------
+    def _read(self, keys: list[str]) -> asyncio.Future[list[Any]]:
+        """[generation, value] for each key. Every read asked for in one turn of the event
+        loop goes to Redis as one script call: under load, the requests a turn resumes read
+        their customers together, and pay redis-py's per-command work (the pool, the retry
+        wrapper, the timeouts, the parser) once between them."""
+        loop = asyncio.get_running_loop()
+        if not self._asked:
+            loop.call_soon(self._send)
+        asked = loop.create_future()
+        self._asked.append((keys, asked))
+        return asked
+
+    def _send(self) -> None:
+        batch, self._asked = self._asked, []
+        task = asyncio.ensure_future(self._answer(batch))
+        _IN_FLIGHT.add(task)
+        task.add_done_callback(_IN_FLIGHT.discard)
+
+    async def _answer(self, batch: list[tuple[list[str], asyncio.Future[list[Any]]]]) -> None:
+        keys = [k for wanted, _ in batch for k in wanted]
+        try:
+            flat = await self._get(keys=[f"{k}:gen" for k in keys], args=keys)
+        except asyncio.CancelledError:
+            for _, asked in batch:
+                asked.cancel()
+            raise
+        except Exception as exc:  # each reader treats it as its own failure: a miss
+            for _, asked in batch:
+                if not asked.done():
+                    asked.set_exception(exc)
+            return
+        at = 0
+        for wanted, asked in batch:
+            if not asked.done():  # its reader may have been cancelled meanwhile
+                asked.set_result(flat[at : at + 2 * len(wanted)])
+            at += 2 * len(wanted)
+
     # -- profiles ---------------------------------------------------------------------------
     async def customers(
         self, tenant: str, ids: Sequence[uuid.UUID]
@@ -133,7 +178,7 @@ class Cache:
             return {}, {}
         keys = [customer_key(tenant, i) for i in wanted]
         try:
-            flat = await self._get(keys=[f"{k}:gen" for k in keys], args=keys)
+            flat = await self._read(keys)
         except (RedisError, OSError) as exc:
             log.warning("cache unavailable", error=type(exc).__name__)
             return {}, {}
@@ -171,7 +216,7 @@ class Cache:
             return None, None
         key = summary_key(tenant)
         try:
-            gen, raw = await self._get(keys=[f"{key}:gen"], args=[key])
+            gen, raw = await self._read([key])
         except (RedisError, OSError) as exc:
             log.warning("cache unavailable", error=type(exc).__name__)
             return None, None

@@ -165,3 +165,45 @@ async def test_this_process_reads_its_own_write_however_long_the_relay_takes(
         assert (await reads.customers_by_id(api.tenant, [cid]))[cid].name == "After"  # cached
     finally:
         await client.aclose()
+
+
+async def test_concurrent_reads_of_many_tenants_share_one_round_trip_and_keep_their_answers(
+    engine, redis_url
+) -> None:
+    import redis.asyncio as aioredis
+
+    from customer360.data.cache import Cache
+    from customer360.data.queries import Reads
+
+    # given customers of two tenants with the same names, read once so they are cached
+    tenants = [f"batch-a-{uuid.uuid4().hex[:6]}", f"batch-b-{uuid.uuid4().hex[:6]}"]
+    ids = {t: [uuid.uuid4() for _ in range(5)] for t in tenants}
+    for t in tenants:
+        for n, cid in enumerate(ids[t]):
+            await apply_event(engine, created_event(t, cid, name=f"{t}-{n}"))
+        await settled(engine, t)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        cache = Cache(client)
+        reads = Reads(engine, cache=cache)
+        for t in tenants:
+            await reads.customers_by_id(t, ids[t])
+        calls = 0
+        script = cache._get
+
+        async def counted(**kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return await script(**kwargs)
+
+        cache._get = counted  # type: ignore[method-assign]  # counts the real script's calls
+        # when ten requests of both tenants read in the same turn of the event loop
+        asks = [(t, ids[t][n]) for n in range(5) for t in tenants]
+        got = await asyncio.gather(*(reads.customers_by_id(t, [cid]) for t, cid in asks))
+        # then Redis was asked once, and each request got its own tenant's customer
+        assert calls == 1
+        for (t, cid), rows in zip(asks, got, strict=True):
+            assert rows[cid].name == f"{t}-{ids[t].index(cid)}"
+            assert rows[cid].tenant_id == t
+    finally:
+        await client.aclose()
