@@ -230,7 +230,11 @@ async def serving(
         yield base, proc
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # never left running behind a failed benchmark
+            proc.kill()
+            proc.wait()
 
 
 # --- wrk -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import inspect
 import keyword
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, cast
 
@@ -307,7 +308,15 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType, *, required: bool = False)
     # other value has their id, and an id costs no call to the Enum's Python __hash__.
     leaf.by_id = {id(m): n for m, n in names.items()}  # type: ignore[attr-defined]
     leaf.serialize = None if enum is not None else serialize  # type: ignore[attr-defined]
+    leaf.json_native = _JSON_NATIVE.get(type_.name)  # type: ignore[attr-defined]
     return leaf
+
+
+# Scalars whose values of one exact kind orjson writes byte for byte as the scalar's own
+# serialiser does, in C and once, with the whole answer: such a value is left in the answer
+# as it is (tests/unit/test_compiled_build.py proves the equality). A UTC datetime's
+# isoformat() cost 0.8 us, 50 of them a page; orjson writes it in 0.1.
+_JSON_NATIVE: dict[str, tuple[type, Any]] = {"DateTime": (datetime, UTC)}  # (class, tzinfo)
 
 
 def _names(serialize: Callable[[Any], Any], enum: Iterable[Any]) -> dict[Any, Any]:
@@ -363,7 +372,14 @@ def build(steps: Sequence[Step], *, required: bool = False) -> Complete:
             entries.append(f"{s.key!r}: e{i}(id(v{i})) or c{i}(v{i}, run)")
         elif serialize is not None:
             names[f"s{i}"] = serialize
-            entries.append(f"{s.key!r}: c{i}(v{i}, run) if v{i} is None else s{i}(v{i})")
+            serialized = f"c{i}(v{i}, run) if v{i} is None else s{i}(v{i})"
+            native_json = getattr(s.complete, "json_native", None)
+            if native_json is not None:
+                names[f"j{i}"], names[f"z{i}"] = native_json
+                serialized = (
+                    f"v{i} if v{i}.__class__ is j{i} and v{i}.tzinfo is z{i} else {serialized}"
+                )
+            entries.append(f"{s.key!r}: {serialized}")
         else:
             entries.append(f"{s.key!r}: c{i}(v{i}, run)")
     absent = "raise Unsupported('null in a non-null field')" if required else "return None"
