@@ -3,7 +3,8 @@
 Each cached value lives under a generation counter that the outbox relay bumps for every
 committed change (`invalidate`), so a reader that raced a writer can never store its old
 value where later readers look: it is filed under the old generation. Every read and write
-is one round trip (a Lua script). Any Redis failure is a miss: reads fall back to PostgreSQL.
+is one round trip (a Lua script), and the reads of all requests in one turn of the event
+loop share theirs. Any Redis failure is a miss: reads fall back to PostgreSQL.
 
 The process that wrote a change remembers, per customer, the generation its outbox row will
 set (`note_written`) and reads that customer from PostgreSQL until the cache shows it: it

@@ -15,6 +15,10 @@ from customer360.data.audit import verify
 from tests.helpers import change, seal
 from tests.helpers import command as move
 
+# The tenant's chain lock, as c360_seal takes it (migration 0011), held by a session.
+CHAIN_LOCK = text("SELECT pg_advisory_lock(hashtextextended('history-chain:' || :t, 0))")
+CHAIN_UNLOCK = text("SELECT pg_advisory_unlock(hashtextextended('history-chain:' || :t, 0))")
+
 
 async def chain(engine: AsyncEngine, tenant: str) -> list:  # type: ignore[type-arg]
     """The tenant's history in chain order, once the sealer has linked what was committed."""
@@ -250,20 +254,26 @@ async def test_a_row_not_yet_linked_cannot_be_rewritten_before_its_commit_either
 async def test_rows_left_unsealed_too_long_fail_verify_and_pass_once_sealed(
     engine: AsyncEngine, make_customer, fresh_tenant: str
 ) -> None:
-    # given a committed change that no sealer has linked (none running)
+    # given a committed change that no sealer has linked: the tenant's chain lock held here,
+    # so that no sealer (the session's gateway runs one) can link it meanwhile
     cid = await make_customer(fresh_tenant)
     await seal(engine)
-    await change(engine, move(fresh_tenant, cid, "Onboarded"))
-    # when the chain is verified, then it passes while the change is recent
-    verdict = await verify(engine, fresh_tenant)
-    assert verdict.broken == [] and verdict.rows == 1 and verdict.unsealed == 1
-    # and fails once the change has waited longer than allowed, saying what is wrong (not
-    # tampering)
-    verdict = await verify(engine, fresh_tenant, stale_seconds=0)
-    (broken,) = verdict.broken
-    assert not broken.tampered and "not sealed" in broken.why and verdict.unsealed == 1
-    assert verdict.rows == 1  # the sealed part still verified
-    # and once a sealer has run, it verifies whole
-    assert await seal(engine) >= 1
+    async with engine.connect() as holder:
+        await holder.execute(CHAIN_LOCK, {"t": fresh_tenant})
+        await holder.commit()  # a session lock: it outlives this transaction
+        await change(engine, move(fresh_tenant, cid, "Onboarded"))
+        # when the chain is verified, then it passes while the change is recent
+        verdict = await verify(engine, fresh_tenant)
+        assert verdict.broken == [] and verdict.rows == 1 and verdict.unsealed == 1
+        # and fails once the change has waited longer than allowed, saying what is wrong (not
+        # tampering)
+        verdict = await verify(engine, fresh_tenant, stale_seconds=0)
+        (broken,) = verdict.broken
+        assert not broken.tampered and "not sealed" in broken.why and verdict.unsealed == 1
+        assert verdict.rows == 1  # the sealed part still verified
+        await holder.execute(CHAIN_UNLOCK, {"t": fresh_tenant})
+        await holder.commit()
+    # and once a sealer has run (this one, or the gateway's first), it verifies whole
+    await seal(engine)
     verdict = await verify(engine, fresh_tenant)
     assert verdict.broken == [] and verdict.rows == 2 and verdict.unsealed == 0
