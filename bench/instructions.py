@@ -8,7 +8,7 @@ with counting off, the scenario's request is sent once for each of `--ids` custo
 while more, to warm every cache (as a wrk run of bench/peer.py does within its first second),
 then counting is turned on for `--requests` more, sent one at a time (bench/peer.py's
 bodies, ids drawn from the same customers, 200 users), and off again. Repeatable to about
-0.5% run to run; the whole request is counted (HTTP parsing, middleware, the compiled path,
+2% run to run; the whole request is counted (HTTP parsing, middleware, the compiled path,
 the driver, the response). Instructions are not time: a cache-unfriendly step can cost more
 than it counts.
 """
