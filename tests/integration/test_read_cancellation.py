@@ -11,6 +11,20 @@ from customer360.data.db import make_engine, read_pool
 from customer360.data.queries import Reads
 
 
+PAUSES = (0.0, 0.001, 0.005, 0.02)
+
+
+async def cancel_twice(reads: Reads, tenant: str, pause: float) -> None:
+    """A read cancelled in the middle, and again `pause` later while it is cleaned up."""
+    task = asyncio.create_task(reads._all("SELECT pg_sleep(2), CAST(:t AS text)", {"t": tenant}))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.sleep(pause)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def test_a_read_cancelled_twice_leaves_no_transaction_to_the_next_user(
     app_database_url: str, tenant: str
 ) -> None:
@@ -18,16 +32,9 @@ async def test_a_read_cancelled_twice_leaves_no_transaction_to_the_next_user(
     engine = make_engine(app_database_url, pool_size=1, max_overflow=0)
     reads = Reads(engine)
     try:
-        for pause in (0.0, 0.001, 0.005, 0.02):
+        for pause in PAUSES:
             # when a read is cancelled in the middle, and again while it rolls back
-            sleep = reads._all("SELECT pg_sleep(2), CAST(:t AS text)", {"t": tenant})
-            task = asyncio.create_task(sleep)
-            await asyncio.sleep(0.2)
-            task.cancel()
-            await asyncio.sleep(pause)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_twice(reads, tenant, pause)
             # then the next user of the pool is outside any transaction: what it commits stays
             async with engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
@@ -45,16 +52,9 @@ async def test_a_read_cancelled_on_the_read_pool_leaves_its_connection_usable(
     try:
         async with read_pool(engine, 1) as pool:
             reads = Reads(engine, pool=pool)
-            for pause in (0.0, 0.001, 0.005, 0.02):
+            for pause in PAUSES:
                 # when a read is cancelled in the middle, and again while it is cleaned up
-                sleep = reads._all("SELECT pg_sleep(2), CAST(:t AS text)", {"t": tenant})
-                task = asyncio.create_task(sleep)
-                await asyncio.sleep(0.2)
-                task.cancel()
-                await asyncio.sleep(pause)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_twice(reads, tenant, pause)
                 # then the next user gets it at once (the sleep was cancelled on the server
                 # too), outside any transaction
                 async with asyncio.timeout(1.5), pool.acquire() as conn:

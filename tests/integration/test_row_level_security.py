@@ -85,21 +85,27 @@ async def test_the_tenant_setting_never_outlives_its_transaction_on_a_pooled_con
             assert (await c.execute(text("SELECT count(*) FROM customers"))).scalar() == 0
 
 
-async def test_two_tenants_times_200_concurrent_requests_on_a_small_pool_see_0_foreign_rows(
-    app_engine: AsyncEngine, make_customer
-) -> None:
+async def two_tenants_times_200_requests_see_0_foreign_rows(reads: Reads, make_customer) -> None:
+    # given two tenants' customers
     tenants = [f"rls-x-{uuid.uuid4().hex[:6]}", f"rls-y-{uuid.uuid4().hex[:6]}"]
     mine = {t: {await make_customer(t) for _ in range(5)} for t in tenants}
-    reads = Reads(app_engine)
 
     async def request(t: str) -> tuple[str, set[uuid.UUID], set[str]]:
         rows = await reads.list_customers(t, CustomerFilterSpec(), "CREATED_AT_DESC", 50, None)
         return t, {r.id for r in rows}, {r.tenant_id for r in rows}
 
+    # when 400 requests of both tenants share a few connections
     results = await asyncio.gather(*(request(tenants[i % 2]) for i in range(400)))
+    # then each saw its own customers only
     foreign = sum(len(ids - mine[t]) + len(owners - {t}) for t, ids, owners in results)
     assert foreign == 0
     assert all(ids == mine[t] for t, ids, _ in results)
+
+
+async def test_two_tenants_times_200_concurrent_requests_on_a_small_pool_see_0_foreign_rows(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    await two_tenants_times_200_requests_see_0_foreign_rows(Reads(app_engine), make_customer)
 
 
 async def test_a_tenant_read_that_does_not_name_its_tenant_is_refused_before_it_runs(
@@ -113,22 +119,10 @@ async def test_a_tenant_read_that_does_not_name_its_tenant_is_refused_before_it_
 async def test_reads_on_their_own_pool_see_only_their_tenant_and_leave_no_setting_behind(
     app_engine: AsyncEngine, make_customer
 ) -> None:
-    # given two tenants' customers and reads on their own pool of 3 connections
-    tenants = [f"rls-p-{uuid.uuid4().hex[:6]}", f"rls-q-{uuid.uuid4().hex[:6]}"]
-    mine = {t: {await make_customer(t) for _ in range(5)} for t in tenants}
+    # reads on their own pool of 3 connections
     async with read_pool(app_engine, 3) as pool:
         reads = Reads(app_engine, pool=pool)
-
-        async def request(t: str) -> tuple[str, set[uuid.UUID], set[str]]:
-            rows = await reads.list_customers(t, CustomerFilterSpec(), "CREATED_AT_DESC", 50, None)
-            return t, {r.id for r in rows}, {r.tenant_id for r in rows}
-
-        # when 400 requests of both tenants share them
-        results = await asyncio.gather(*(request(tenants[i % 2]) for i in range(400)))
-        # then each saw its own customers only
-        foreign = sum(len(ids - mine[t]) + len(owners - {t}) for t, ids, owners in results)
-        assert foreign == 0
-        assert all(ids == mine[t] for t, ids, _ in results)
+        await two_tenants_times_200_requests_see_0_foreign_rows(reads, make_customer)
         # and no connection of the pool keeps a tenant for its next user
         held = [await pool.acquire() for _ in range(3)]
         try:
