@@ -10,7 +10,6 @@ from sqlalchemy import text
 from customer360.data.db import make_engine, read_pool
 from customer360.data.queries import Reads
 
-
 PAUSES = (0.0, 0.001, 0.005, 0.02)
 
 
