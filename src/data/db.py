@@ -73,8 +73,8 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
 async def read_pool(engine: AsyncEngine, size: int) -> AsyncIterator[asyncpg.Pool]:
     """Connections for `Reads`' single statements, from asyncpg's own pool, to the engine's
     database as the engine's role. A checkout from SQLAlchemy's pool costs three greenlet
-    switches and its events, about 45 us of CPU more than this one: a fifth of what a page of
-    fifty customers costs to read (docs/BENCHMARKS.md)."""
+    switches and its events: 57-76 us of CPU against 19 us for this one, timed on the bench
+    box (docs/COMPILED_QUERIES.md)."""
     _, kwargs = engine.dialect.create_connect_args(engine.url)
     # min_size 0: no connection before the first read (the gateway starts, and says it is
     # not ready, while PostgreSQL is away)

@@ -163,7 +163,7 @@ _ROWS = (asyncpg.Record, Row)
 
 
 class ColumnNotRead(Exception):
-    """A field read a column its read left out: its declaration (gql/types.py `reads`) is
+    """A field read a column its read left out: its declaration (gql/projection.py `reads`) is
     short. The compiled path then leaves the request to strawberry, which reads whole rows."""
 
 
