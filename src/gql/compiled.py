@@ -229,49 +229,46 @@ class Compiler:
 
         return guarded
 
-    def _complete(self, type_: GraphQLOutputType, sel: Selection) -> tuple[Complete, bool]:
+    def _complete(
+        self, type_: GraphQLOutputType, sel: Selection, *, required: bool = False
+    ) -> tuple[Complete, bool]:
+        """The completion of a value of `type_`, and whether it waits. `required`: the type
+        was non-null, and each kind checks for its null itself (no wrapper to call)."""
         if isinstance(type_, GraphQLNonNull):
-            if isinstance(type_.of_type, GraphQLScalarType | GraphQLEnumType):
-                return _leaf(type_.of_type, required=True), False
-            if isinstance(type_.of_type, GraphQLObjectType):
-                steps = self._object(type_.of_type, sel.children)
-                if not any(s.deep for s in steps):
-                    return build(steps, required=True), False
-            inner, deep = self._complete(type_.of_type, sel)
-
-            def required(value: Any, run: Run) -> Any:
-                if value is None:
-                    raise Unsupported("null in a non-null field")
-                return inner(value, run)
-
-            return required, deep
+            return self._complete(type_.of_type, sel, required=True)
         if isinstance(type_, GraphQLList):
             item, deep = self._complete(type_.of_type, sel)
             if deep:
 
                 async def gathered(value: Any, run: Run) -> Any:
                     if value is None:
-                        return None
+                        return _null(required)
                     return await _all([_settle(item(v, run)) for v in value])
 
                 return gathered, True
 
             def listed(value: Any, run: Run) -> Any:
-                return None if value is None else [item(v, run) for v in value]
+                return _null(required) if value is None else [item(v, run) for v in value]
 
             return listed, False
         if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
-            return _leaf(type_), False
+            return _leaf(type_, required=required), False
         assert isinstance(type_, GraphQLObjectType)
         steps = self._object(type_, sel.children)
         if any(s.deep for s in steps):
 
             async def later(value: Any, run: Run) -> Any:
-                return None if value is None else await execute(steps, value, run)
+                return _null(required) if value is None else await execute(steps, value, run)
 
             return later, True
 
-        return build(steps), False
+        return build(steps, required=required), False
+
+
+def _null(required: bool) -> None:
+    """A null where one was found: strawberry's to report when the schema promised a value."""
+    if required:
+        raise Unsupported("null in a non-null field")
 
 
 def _same(value: Any, run: Run) -> Any:

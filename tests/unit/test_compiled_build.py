@@ -61,6 +61,18 @@ class Row:
         return "PRO"  # type: ignore[return-value]
 
     @strawberry.field
+    def labels(self) -> list[str]:  # a non-null list it may not have
+        return None if self.note is None else [self.note]  # type: ignore[return-value]
+
+    @strawberry.field
+    async def later_status(self) -> Status:  # a non-null object that waits, and may be absent
+        return None if self.note is None else Status(stage="s", since=1, at=EPOCH, tier=None)  # type: ignore[return-value]
+
+    @strawberry.field
+    def parent(self) -> Row:  # a non-null object whose own fields wait, and may be absent
+        return None if self.note is None else self  # type: ignore[return-value]
+
+    @strawberry.field
     def required_status(self) -> Status:  # a non-null object it may not have
         return None if self.note is None else Status(stage="s", since=1, at=EPOCH, tier=None)  # type: ignore[return-value]
 
@@ -123,12 +135,21 @@ def test_a_null_where_the_schema_promises_a_value_goes_to_strawberry() -> None:
         compiled("{ rows { name requiredLabel } }")
 
 
-def test_a_missing_non_null_object_goes_to_strawberry() -> None:
-    # given a row whose non-null object field resolves to None
-    # when the generated completion of that object meets it
-    # then strawberry answers the request
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ rows { requiredStatus { stage } } }",
+        "{ rows { labels } }",
+        "{ rows { laterStatus { stage } } }",
+        "{ rows { parent { laterStatus { stage } } } }",
+    ],
+)
+def test_a_missing_non_null_value_of_any_kind_goes_to_strawberry(query: str) -> None:
+    # given a row whose non-null object, list, awaited object or object with awaited fields
+    # resolves to None
+    # when its completion meets it, then strawberry answers the request
     with pytest.raises(Unsupported):
-        compiled("{ rows { requiredStatus { stage } } }")
+        compiled(query)
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
