@@ -30,6 +30,7 @@ from common import (  # bench/common.py
     WRK_ERRORS_LUA,
     backend_args,
     bench_database,
+    cpu_split,
     graphql_body,
     lua_strings,
     open_loop_in_process,
@@ -228,6 +229,9 @@ async def main() -> None:
     ap.add_argument("--bulk-transitions", type=int, default=100_000)
     ap.add_argument("--bulk-size", type=int, default=100)
     ap.add_argument("--bulk-in-flight", type=int, default=4)
+    ap.add_argument(
+        "--writes-only", action="store_true", help="S4 (wrk) and S4b only, with CPU per change"
+    )
     args = ap.parse_args()
     url, ids = await prepare(args.database, args.customers)
     # Users named afresh for each run: an earlier run's changes within the hour do not
@@ -236,62 +240,82 @@ async def main() -> None:
     print(f"c360 at {SERVED}, {args.workers} worker(s), {args.users} users")
     gateway = serving(url, args.redis, workers=args.workers, raise_rate_limit=False)
     async with (
-        gateway as (base, _),
+        gateway as (base, proc),
         httpx.AsyncClient(
             base_url=base, timeout=30, limits=httpx.Limits(max_connections=64)
         ) as client,
     ):
         headers = {"Authorization": f"Bearer {tokens[0]}"}
-        await latency(client, headers, 200, 4)  # warm-up
-        seq = await latency(client, headers, args.requests // 4, 1)
-        par = await latency(client, headers, args.requests, args.concurrency)
         ms = lambda xs, p: f"{pct(xs, p) * 1000:.1f} ms"  # noqa: E731
-        print(f"lifecycleSummary, 1 client:  p50 {ms(seq, 50)}  p99 {ms(seq, 99)}")
-        print(
-            f"lifecycleSummary, {args.concurrency} clients: "
-            f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
-            f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
-        )
         gql = f"{base}/graphql"
         conc = args.concurrency
-        if shutil.which("wrk"):
+        # CPU per change of the gateway, PostgreSQL and Redis (bench/peer.py's split).
+        groups: dict[str, int | str] = {
+            "gateway": proc.pid,
+            "postgres": "postgres",
+            "redis": "redis-server",
+        }
+        per = lambda spent, n: ", ".join(  # noqa: E731
+            f"{k} {1e6 * v / max(n, 1):,.0f} us" for k, v in spent.items()
+        )
+        if not args.writes_only:
+            await latency(client, headers, 200, 4)  # warm-up
+            seq = await latency(client, headers, args.requests // 4, 1)
+            par = await latency(client, headers, args.requests, args.concurrency)
+            print(f"lifecycleSummary, 1 client:  p50 {ms(seq, 50)}  p99 {ms(seq, 99)}")
+            print(
+                f"lifecycleSummary, {args.concurrency} clients: "
+                f"p50 {ms(par, 50)}  p99 {ms(par, 99)}"
+                f"  ({args.requests / sum(par) * args.concurrency:.0f} req/s approx)"
+            )
+        if shutil.which("wrk") and not args.writes_only:
             summary = wrk_script(graphql_body(SUMMARY), tokens=tokens)
             r = await asyncio.to_thread(wrk, gql, summary, conc, 10)
             print(f"wrk, lifecycleSummary, {conc} connections: {r.line()}", flush=True)
-        s3 = await open_loop_in_process(
-            gql, graphql_body(SUMMARY), tokens, args.s3_rate, args.s3_seconds, args.s3_connections
-        )
-        print(
-            f"S3 lifecycleSummary, open model, {args.s3_rate:,.0f}/s for {args.s3_seconds:g} s: "
-            f"{s3.line()}",
-            flush=True,
-        )
+        if not args.writes_only:
+            s3 = await open_loop_in_process(
+                gql,
+                graphql_body(SUMMARY),
+                tokens,
+                args.s3_rate,
+                args.s3_seconds,
+                args.s3_connections,
+            )
+            print(
+                f"S3 lifecycleSummary, open model, {args.s3_rate:,.0f}/s for "
+                f"{args.s3_seconds:g} s: {s3.line()}",
+                flush=True,
+            )
         if shutil.which("wrk"):
             script = UPDATE_LUA.replace("@IDS@", lua_strings([str(i) for i in ids[:5000]]))
             script = script.replace("@TOKENS@", lua_strings(tokens))
-            r = await asyncio.to_thread(wrk, gql, script, conc, 15)
+            with cpu_split(groups) as spent:
+                r = await asyncio.to_thread(wrk, gql, script, conc, 15)
             print(
                 f"S4 wrk, updateLifecycleStage, {conc} connections: {r.line()}  "
-                f"(100,000 would take {100_000 / r.rate:.0f} s)",
+                f"(100,000 would take {100_000 / r.rate:.0f} s)\n"
+                f"  CPU per change: {per(spent, r.requests)}",
                 flush=True,
             )
-        rate, times = await updates(client, tokens, ids, args.updates, args.concurrency)
-        print(
-            f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "
-            f"(100,000 would take {100_000 / rate:.0f} s)  p50 {ms(times, 50)}  "
-            f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms",
-            flush=True,
-        )
+        if not args.writes_only:
+            rate, times = await updates(client, tokens, ids, args.updates, args.concurrency)
+            print(
+                f"updateLifecycleStage, {args.concurrency} clients: {rate:.0f}/s "
+                f"(100,000 would take {100_000 / rate:.0f} s)  p50 {ms(times, 50)}  "
+                f"p99 {ms(times, 99)}  mean {statistics.mean(times) * 1000:.1f} ms",
+                flush=True,
+            )
         current = await stages_of(url, ids)
-        b = await bulk_updates(
-            client,
-            tokens,
-            ids,
-            current,
-            args.bulk_transitions,
-            args.bulk_size,
-            args.bulk_in_flight,
-        )
+        with cpu_split(groups) as spent:
+            b = await bulk_updates(
+                client,
+                tokens,
+                ids,
+                current,
+                args.bulk_transitions,
+                args.bulk_size,
+                args.bulk_in_flight,
+            )
         reached = f"{b.reached:.1f} s" if b.reached is not None else "not reached"
         print(
             f"S4b updateLifecycleStages, {args.bulk_size} per call, {args.bulk_in_flight} in "
@@ -299,7 +323,7 @@ async def main() -> None:
             f"{args.bulk_transitions:,} transitions in {reached}  "
             f"({b.calls} calls, {b.transitions:,} moved, {b.succeeded - b.transitions:,} no-op, "
             f"{b.failed} failed {dict(b.codes)})  per call p50 {ms(b.times, 50)}  "
-            f"p99 {ms(b.times, 99)}"
+            f"p99 {ms(b.times, 99)}\n  CPU per change: {per(spent, b.transitions)}"
         )
 
 

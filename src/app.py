@@ -25,7 +25,7 @@ from customer360.auth.ratelimit import RateLimiter
 from customer360.auth.tokens import TokenVerifier
 from customer360.cors import Cors
 from customer360.data.cache import Cache
-from customer360.data.db import make_engine, read_pool
+from customer360.data.db import driver_pool, make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.queries import Reads
 from customer360.edge import BodyLimit, GraphQLPost
@@ -262,25 +262,25 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         try:
             verifier = TokenVerifier(settings)
             background_work = background(settings, engine, redis, usecases, sealer, tracing)
-            async with (
-                read_pool(engine, settings.db_read_pool_size) as reads.pool,
-                background_work as (hub, kafka),
-            ):
-                app.state.services = Services(
-                    settings, engine, redis, verifier, reads, hub, kafka, usecases, tracing
-                )
-                every = min(KEY_CHECK_SECONDS, settings.jwt_jwks_refresh_seconds)
-                watcher = asyncio.create_task(watch_token_keys(verifier, every))
-                log.info(
-                    "started", env=settings.env, kafka=kafka is not None, tracing=bool(tracing)
-                )
-                try:
-                    async with process_metrics():
-                        with gc_monitor():
-                            yield
-                finally:
-                    stopping()  # in a worker: the stop ends in bounded time, done or not
-                    watcher.cancel()
+            async with driver_pool(engine, settings.db_read_pool_size) as pool:
+                # The hot paths' connections (reads, stage changes), before any consumer runs.
+                reads.pool = usecases.pool = pool
+                async with background_work as (hub, kafka):
+                    app.state.services = Services(
+                        settings, engine, redis, verifier, reads, hub, kafka, usecases, tracing
+                    )
+                    every = min(KEY_CHECK_SECONDS, settings.jwt_jwks_refresh_seconds)
+                    watcher = asyncio.create_task(watch_token_keys(verifier, every))
+                    log.info(
+                        "started", env=settings.env, kafka=kafka is not None, tracing=bool(tracing)
+                    )
+                    try:
+                        async with process_metrics():
+                            with gc_monitor():
+                                yield
+                    finally:
+                        stopping()  # in a worker: the stop ends in bounded time, done or not
+                        watcher.cancel()
         finally:
             await graphql.socket_slots.close()  # this process's sockets stop counting now
             await sealer.close()

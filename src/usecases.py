@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import asyncpg
 import orjson
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
 from customer360.data import export, privacy, webhooks
 from customer360.data.keys import TenantErased, keys_of
-from customer360.data.uow import CommitHook, SqlUnitOfWork
+from customer360.data.uow import CommitHook, DriverUnitOfWork, SqlUnitOfWork
 from customer360.events.handlers import EventRejected, Outcome, handle, parse_event
 from customer360.events.signing import TargetPolicy, TargetRefused, new_secret
 from customer360.lifecycle import (
@@ -94,6 +95,9 @@ class UseCases:
         # History waits to be sealed: the sealer is woken (events/sealer.py).
         self._on_history = on_history
         self._clock = clock
+        # asyncpg's own pool (data/db.driver_pool), set by the app once open: stage changes
+        # then run on it. Without one (the CLI, tools) they run on the engine.
+        self.pool: asyncpg.Pool | None = None
 
     async def _read(
         self,
@@ -115,6 +119,9 @@ class UseCases:
     def _uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine, on_commit=self._on_commit, on_history=self._on_history)
 
+    def _driver_uow(self, pool: asyncpg.Pool) -> DriverUnitOfWork:
+        return DriverUnitOfWork(pool, on_commit=self._on_commit, on_history=self._on_history)
+
     async def update_stages(self, commands: Sequence[ChangeStage]) -> Updated:
         """One principal's stage changes, under its hourly budget.
 
@@ -130,7 +137,8 @@ class UseCases:
         granted = len(reservation.ids)
         runs = [c if i < granted else replace(c, replay_only=True) for i, c in enumerate(commands)]
         try:
-            async with self._uow() as uow:
+            uow = self._uow() if self.pool is None else self._driver_uow(self.pool)
+            async with uow:
                 outcomes = await change_stages(uow.lifecycle, runs, self._clock)
                 if uow.lifecycle.written:
                     await uow.commit()

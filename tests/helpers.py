@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
@@ -99,9 +100,18 @@ async def run_node(script: str, env: dict[str, str], timeout: float = 60) -> dic
 # --- the use cases, below the APIs -------------------------------------------------------
 
 
+class StageChanges:
+    """Where `use_cases` runs stage changes: on the engine (None), or on this asyncpg pool
+    (data/uow.DriverUnitOfWork, as the gateway does). Set by the `stage_changes` fixture."""
+
+    pool: asyncpg.Pool | None = None
+
+
 def use_cases(engine: AsyncEngine) -> UseCases:
     """The use cases on the owner's engine, outside any principal's hourly budget."""
-    return UseCases(engine, limiter=Unlimited())
+    uc = UseCases(engine, limiter=Unlimited())
+    uc.pool = StageChanges.pool
+    return uc
 
 
 async def seal(engine: AsyncEngine) -> int:

@@ -64,17 +64,18 @@ def make_engine(
 
 
 async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
-    """A read leaves nothing on its session: one autocommit statement whose tenant setting
-    is transaction-local. asyncpg itself still rolls back a transaction left open and waits
-    out a cancelled query before the connection is used again."""
+    """Neither a read nor a stage change leaves anything on its session: their tenant
+    settings are transaction-local, their locks transaction-level. asyncpg itself still
+    rolls back a transaction left open and waits out a cancelled query before the
+    connection is used again."""
 
 
 @contextlib.asynccontextmanager
-async def read_pool(engine: AsyncEngine, size: int) -> AsyncIterator[asyncpg.Pool]:
-    """Connections for `Reads`' single statements, from asyncpg's own pool, to the engine's
-    database as the engine's role. A checkout from SQLAlchemy's pool costs three greenlet
-    switches and its events: 57-76 us of CPU against 19 us for this one, timed on the bench
-    box (docs/COMPILED_QUERIES.md)."""
+async def driver_pool(engine: AsyncEngine, size: int) -> AsyncIterator[asyncpg.Pool]:
+    """asyncpg's own pool, to the engine's database as the engine's role, for the hot
+    paths: `Reads`' single statements and stage changes (uow.DriverUnitOfWork). A checkout
+    from SQLAlchemy's pool costs three greenlet switches and its events: 57-76 us of CPU
+    against 19 us for this one, timed on the bench box (docs/COMPILED_QUERIES.md)."""
     _, kwargs = engine.dialect.create_connect_args(engine.url)
     # min_size 0: no connection before the first read (the gateway starts, and says it is
     # not ready, while PostgreSQL is away)

@@ -9,9 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import TextClause, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer360.lifecycle import (
     DEFAULT_CONFIG,
@@ -28,20 +25,24 @@ from . import outbox
 from .chain import DEFER_TO_SEALER, STAGE_SUMMARY
 from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
 from .retention import IDEMPOTENCY_HOURS
-from .scope import TENANT_SQL, tenant_scope
+from .scope import TENANT_SQL
+from .statements import Executor, Statement
 
-_CONFIG = text(
-    "SELECT version, config, updated_at, updated_by FROM stage_configs "
+# Documents come back as text and are parsed here: the same on asyncpg's own connections
+# (which hand jsonb out as text) and on SQLAlchemy's (which would parse it themselves).
+_CONFIG = Statement.of(
+    "SELECT version, config::text, updated_at, updated_by FROM stage_configs "
     "WHERE tenant_id = :t ORDER BY version DESC LIMIT 1"
 )
+_TENANT = Statement.of(f"SELECT {TENANT_SQL}")
 # Stage changes share the tenant's config lock; saving a configuration takes it alone,
 # so no change can slip a customer into a stage that a concurrent save removes.
 # Every write path takes one of them first, so the same statement also sets the transaction's
 # row-level security tenant (data/scope.py) at no extra round trip.
-_CONFIG_SHARED = text(
+_CONFIG_SHARED = Statement.of(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock_shared(hashtextextended('stage-config:' || :t, 0))"
 )
-_CONFIG_EXCLUSIVE = text(
+_CONFIG_EXCLUSIVE = Statement.of(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
 )
 # Requests with the same key serialise on it (even for different customers), so the second
@@ -51,15 +52,15 @@ _KEY_LOCKS = (
     "hashtextextended('idem:' || :t || ':' || :s || ':' || k, 0) AS h "
     "FROM unnest(CAST(:keys AS text[])) k) x ORDER BY h) y)"
 )
-_LOCK_KEYS = text(f"SELECT {_KEY_LOCKS}")
-_CONFIG_SHARED_AND_KEYS = text(
+_LOCK_KEYS = Statement.of(f"SELECT {_KEY_LOCKS}")
+_CONFIG_SHARED_AND_KEYS = Statement.of(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock_shared(hashtextextended('stage-config:' "
     f"|| :t, 0)), {_KEY_LOCKS}"
 )
 
 
 @functools.cache
-def _prepared(config: bool, keys: bool) -> TextClause:
+def _prepared(config: bool, keys: bool) -> Statement:
     """What a batch decides on, in one statement once its locks are held (each read must
     see what the holders before it committed, so it comes in a statement after the lock):
     the configuration unless already held, the customers locked in id order, the actor's
@@ -69,31 +70,32 @@ def _prepared(config: bool, keys: bool) -> TextClause:
     parts = []
     if config:
         parts.append(
-            "SELECT 'config' AS kind, version, config, updated_at, updated_by, NULL::uuid AS id, "
-            "NULL AS stage, NULL::timestamptz AS entered_at, NULL AS key, NULL AS fingerprint, "
-            "NULL::jsonb AS result FROM (SELECT version, config, updated_at, updated_by "
+            "SELECT 'config' AS kind, version, config::text, updated_at, updated_by, "
+            "NULL::uuid AS id, NULL AS stage, NULL::timestamptz AS entered_at, NULL AS key, "
+            "NULL AS fingerprint, NULL AS result FROM (SELECT version, config, updated_at, "
+            "updated_by "
             "FROM stage_configs WHERE tenant_id = :t ORDER BY version DESC LIMIT 1) x"
         )
     parts.append(
-        "SELECT 'customer' AS kind, version, NULL::jsonb AS config, updated_at, "
+        "SELECT 'customer' AS kind, version, NULL AS config, updated_at, "
         "NULL AS updated_by, id, stage, stage_entered_at AS entered_at, NULL AS key, "
-        "NULL AS fingerprint, NULL::jsonb AS result FROM (SELECT id, stage, version, "
+        "NULL AS fingerprint, NULL AS result FROM (SELECT id, stage, version, "
         "stage_entered_at, COALESCE(lifecycle_updated_at, updated_at) AS updated_at FROM customers "
         "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
         "ORDER BY id FOR UPDATE) c"
     )
     if keys:
         parts.append(
-            "SELECT 'key', NULL, NULL, NULL, NULL, NULL, NULL, NULL, key, fingerprint, result "
+            "SELECT 'key', NULL, NULL, NULL, NULL, NULL, NULL, NULL, key, fingerprint, "
+            "result::text "
             "FROM idempotency_keys WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
             "AND created_at > now() - make_interval(hours => :hours)"
         )
-    return text(" UNION ALL ".join(parts))
+    return Statement.of(" UNION ALL ".join(parts))
 
 
 # One statement, one round trip: history, current status, outbox, keys.
-_RECORD = text(
-    f"""
+RECORD_SQL = f"""
 WITH t AS (
   SELECT * FROM unnest(
     CAST(:ids AS uuid[]), CAST(:customer_ids AS uuid[]), CAST(:versions AS int[]),
@@ -153,7 +155,7 @@ keys AS (
 SELECT box.key, max(box.id) AS generation, (SELECT {DEFER_TO_SEALER}) AS sealing
 FROM box GROUP BY box.key
 """  # noqa: S608 (module constants only)
-)
+_RECORD = Statement.of(RECORD_SQL)
 
 
 def result_to_json(r: ChangeResult) -> str:
@@ -190,24 +192,32 @@ def result_from_json(doc: dict[str, Any]) -> ChangeResult:
     )
 
 
-async def load_stage_config(conn: AsyncConnection, tenant_id: str) -> StageConfig:
-    row = (await conn.execute(_CONFIG, {"t": tenant_id})).first()
-    if row is None:
+async def load_stage_config(ex: Executor, tenant_id: str) -> StageConfig:
+    rows = await ex.rows(_CONFIG, {"t": tenant_id})
+    if not rows:
         return DEFAULT_CONFIG
+    version, config, updated_at, updated_by = rows[0]
     return config_from_json(
-        row.config, version=row.version, updated_at=row.updated_at, updated_by=row.updated_by
+        orjson.loads(config), version=version, updated_at=updated_at, updated_by=updated_by
     )
 
 
-_CAUSES = text(
+_CAUSES = Statement.of(
     "INSERT INTO history_causes (tenant_id, history_id, event_source, event_id, event_type) "
     "SELECT :t, h, :source, :id, :type FROM unnest(CAST(:hs AS uuid[])) h ON CONFLICT DO NOTHING"
 )
+_SAVE_CONFIG = Statement.of(
+    "INSERT INTO stage_configs (tenant_id, version, config, updated_at, updated_by) "
+    "VALUES (:t, :v, CAST(:c AS jsonb), :at, :by)"
+)
+_POPULATIONS = Statement.of(STAGE_SUMMARY)
 
 
 class SqlLifecycleRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    """The write path's statements, on whichever connection the unit of work holds."""
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
         self.recorded: list[Transition] = []
         # Customer -> the outbox row id its cache generation becomes once relayed.
         self.generations: dict[uuid.UUID, int] = {}
@@ -224,17 +234,17 @@ class SqlLifecycleRepository:
             return held
         if not for_write:
             if self._tenant is None:
-                await tenant_scope(self.conn, tenant_id)
+                await self.ex.run(_TENANT, {"t": tenant_id})
             self._one_tenant(tenant_id)
-            return await load_stage_config(self.conn, tenant_id)
+            return await load_stage_config(self.ex, tenant_id)
         self._one_tenant(tenant_id)
-        await self.conn.execute(_CONFIG_SHARED, {"t": tenant_id})
-        config = self._held[tenant_id] = await load_stage_config(self.conn, tenant_id)
+        await self.ex.run(_CONFIG_SHARED, {"t": tenant_id})
+        config = self._held[tenant_id] = await load_stage_config(self.ex, tenant_id)
         return config
 
     async def lock_config(self, tenant_id: str) -> None:
         self._one_tenant(tenant_id)
-        await self.conn.execute(_CONFIG_EXCLUSIVE, {"t": tenant_id})
+        await self.ex.run(_CONFIG_EXCLUSIVE, {"t": tenant_id})
 
     def _one_tenant(self, tenant_id: str) -> None:
         # A transaction is scoped to one tenant (row-level security): never switch midway.
@@ -244,23 +254,18 @@ class SqlLifecycleRepository:
             raise RuntimeError("one unit of work serves one tenant")
 
     async def stage_populations(self, tenant_id: str) -> dict[str, int]:
-        rows = await self.conn.execute(text(STAGE_SUMMARY), {"t": tenant_id})
-        return {r.stage: int(r.n) for r in rows}
+        rows = await self.ex.rows(_POPULATIONS, {"t": tenant_id})
+        return {stage: int(n) for stage, n in rows}
 
     async def save_config(self, tenant_id: str, config: StageConfig) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO stage_configs (tenant_id, version, config, updated_at, updated_by) "
-                "VALUES (:t, :v, :c, :at, :by)"
-            ).bindparams(bindparam("c", type_=JSONB)),
-            {
-                "t": tenant_id,
-                "v": config.version,
-                "c": config.to_json(),
-                "at": config.updated_at,
-                "by": config.updated_by,
-            },
-        )
+        params = {
+            "t": tenant_id,
+            "v": config.version,
+            "c": orjson.dumps(config.to_json()).decode(),
+            "at": config.updated_at,
+            "by": config.updated_by,
+        }
+        await self.ex.run(_SAVE_CONFIG, params)
         self._held[tenant_id] = config
         self.written = True
 
@@ -268,26 +273,30 @@ class SqlLifecycleRepository:
         self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
     ) -> tuple[StageConfig, dict[uuid.UUID, CustomerState], dict[str, StoredResult]]:
         """Two round trips: the locks (with the row-level security tenant), then the rows."""
-        params = {"t": tenant_id, "s": actor, "keys": list(keys), "ids": list(ids)}
+        params = {
+            "t": tenant_id,
+            "s": actor,
+            "keys": list(keys),
+            "ids": list(ids),
+            "hours": IDEMPOTENCY_HOURS,
+        }
         config = self._held.get(tenant_id)
         if config is None:
             self._one_tenant(tenant_id)
-            await self.conn.execute(_CONFIG_SHARED_AND_KEYS if keys else _CONFIG_SHARED, params)
+            await self.ex.run(_CONFIG_SHARED_AND_KEYS if keys else _CONFIG_SHARED, params)
         elif keys:
-            await self.conn.execute(_LOCK_KEYS, params)
-        rows = await self.conn.execute(
-            _prepared(config is None, bool(keys)), {**params, "hours": IDEMPOTENCY_HOURS}
-        )
+            await self.ex.run(_LOCK_KEYS, params)
+        rows = await self.ex.rows(_prepared(config is None, bool(keys)), params)
         states: dict[uuid.UUID, CustomerState] = {}
         stored: dict[str, StoredResult] = {}
-        for r in rows:
-            if r.kind == "customer":
-                states[r.id] = CustomerState(r.id, r.stage, r.version, r.entered_at, r.updated_at)
-            elif r.kind == "key":
-                stored[r.key] = StoredResult(r.fingerprint, result_from_json(r.result))
+        for kind, version, doc, updated_at, by, cid, stage, entered_at, key, fp, result in rows:
+            if kind == "customer":
+                states[cid] = CustomerState(cid, stage, version, entered_at, updated_at)
+            elif kind == "key":
+                stored[key] = StoredResult(fp, result_from_json(orjson.loads(result)))
             else:
                 config = config_from_json(
-                    r.config, version=r.version, updated_at=r.updated_at, updated_by=r.updated_by
+                    orjson.loads(doc), version=version, updated_at=updated_at, updated_by=by
                 )
         if config is None:
             config = DEFAULT_CONFIG
@@ -306,7 +315,7 @@ class SqlLifecycleRepository:
         # The span this change is written under (a request's, a consumed event's): the audit
         # event joins its trace. None, and so NULL, when tracing is off.
         traced = outbox_trace_context()
-        rows = await self.conn.execute(
+        rows = await self.ex.rows(
             _RECORD,
             {
                 "t": tenant_id,
@@ -331,8 +340,8 @@ class SqlLifecycleRepository:
                 "k_results": [result_to_json(k.result) for k in idempotency],
             },
         )
-        for r in rows:
-            self.generations[uuid.UUID(r.key)] = int(r.generation)
+        for key, generation, _sealing in rows:
+            self.generations[uuid.UUID(key)] = int(generation)
 
     async def note_cause(self, tenant_id: str, source: str, event_id: str, type_: str) -> None:
         """The consumed event behind every stage change recorded so far in this unit of work
@@ -340,4 +349,4 @@ class SqlLifecycleRepository:
         ids = [t.id for t in self.recorded if t.tenant_id == tenant_id]
         if ids:
             params = {"t": tenant_id, "source": source, "id": event_id, "type": type_, "hs": ids}
-            await self.conn.execute(_CAUSES, params)
+            await self.ex.run(_CAUSES, params)

@@ -28,6 +28,7 @@ from .customers import SEALED
 from .keys import keys_of
 from .lifecycle import load_stage_config
 from .scope import tenant_scope
+from .statements import AlchemyExecutor, positional
 
 
 class Record(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
@@ -42,23 +43,6 @@ class Record(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
     @property
     def _fields(self) -> tuple[str, ...]:
         return tuple(self.keys())
-
-
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@functools.lru_cache(maxsize=512)
-def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`:name` parameters as asyncpg's `$n`, and the names in their order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return _PARAM.sub(number, sql), tuple(names)
 
 
 _TENANT_PARAM = re.compile(r"(?<![:\w]):t\b")
@@ -79,7 +63,7 @@ def _scoped_statement(sql: str) -> tuple[str, tuple[str, ...]]:
     inner, found = _TENANT_PARAM.subn("c360_scope.tenant_id", sql)
     if not found:
         raise ValueError("a tenant's read names its tenant (:t)")
-    return _positional(
+    return positional(
         "WITH c360_scope AS MATERIALIZED (SELECT set_config('app.tenant_id', :t, true) "  # noqa: S608
         f"AS tenant_id) SELECT r.* FROM c360_scope CROSS JOIN LATERAL ({inner}) AS r"
     )
@@ -262,7 +246,7 @@ class Reads:
         pool: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
-        # The statements of `_all` run on this pool's connections when given (db.read_pool),
+        # The statements of `_all` run on this pool's connections when given (db.driver_pool),
         # else on the engine's.
         self.pool = pool
         # A span per statement when tracing is on (otel.Tracing.read_span): these reads run
@@ -300,8 +284,8 @@ class Reads:
         Python that SQLAlchemy would spend."""
         if self.observers:
             for observe in self.observers:
-                observe(_positional(sql)[0])
-        query, names = _scoped_statement(sql) if "t" in params else _positional(sql)
+                observe(positional(sql)[0])
+        query, names = _scoped_statement(sql) if "t" in params else positional(sql)
         args = [params[n] for n in names]
         with self.span(query) if self.span is not None else contextlib.nullcontext():
             if self.pool is not None:
@@ -342,7 +326,7 @@ class Reads:
         if hit is not None and now - hit[0] < self.config_ttl:
             return hit[1]
         async with self._scoped(tenant_id) as conn:
-            config = await load_stage_config(conn, tenant_id)
+            config = await load_stage_config(AlchemyExecutor(conn), tenant_id)
         if len(self._configs) > 10_000:
             self._configs.clear()
         self._configs[tenant_id] = (now, config)

@@ -21,6 +21,7 @@ from customer360.lifecycle import StageConfig
 from .keys import keys_of
 from .lifecycle import load_stage_config
 from .scope import tenant_scope
+from .statements import AlchemyExecutor
 
 TIERS = ["FREE", "BASIC", "PRO", "ENTERPRISE"]
 TAGS = [
@@ -85,7 +86,7 @@ async def seed(
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         await tenant_scope(conn, tenant)
-        config = await load_stage_config(conn, tenant)
+        config = await load_stage_config(AlchemyExecutor(conn), tenant)
         cipher = await keys_of(engine).for_write(conn, tenant)
     done = 0
     while done < customers:

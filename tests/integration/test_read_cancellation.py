@@ -7,7 +7,7 @@ import contextlib
 
 from sqlalchemy import text
 
-from customer360.data.db import make_engine, read_pool
+from customer360.data.db import driver_pool, make_engine
 from customer360.data.queries import Reads
 
 PAUSES = (0.0, 0.001, 0.005, 0.02)
@@ -49,7 +49,7 @@ async def test_a_read_cancelled_on_the_read_pool_leaves_its_connection_usable(
     # given a read pool of one connection, so the next read gets the very same one
     engine = make_engine(app_database_url)
     try:
-        async with read_pool(engine, 1) as pool:
+        async with driver_pool(engine, 1) as pool:
             reads = Reads(engine, pool=pool)
             for pause in PAUSES:
                 # when a read is cancelled in the middle, and again while it is cleaned up

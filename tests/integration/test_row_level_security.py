@@ -10,11 +10,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customer360.data.db import make_engine, read_pool
+from customer360.auth.ratelimit import Unlimited
+from customer360.data.db import driver_pool, make_engine
 from customer360.data.keys import TenantKeys
 from customer360.data.queries import CustomerFilterSpec, Reads
 from customer360.data.scope import tenant_scope
+from customer360.lifecycle import DomainError
 from customer360.settings import Settings
+from customer360.usecases import UseCases
+from tests.helpers import command
 
 
 @pytest.fixture
@@ -120,7 +124,7 @@ async def test_reads_on_their_own_pool_see_only_their_tenant_and_leave_no_settin
     app_engine: AsyncEngine, make_customer
 ) -> None:
     # reads on their own pool of 3 connections
-    async with read_pool(app_engine, 3) as pool:
+    async with driver_pool(app_engine, 3) as pool:
         reads = Reads(app_engine, pool=pool)
         await two_tenants_times_200_requests_see_0_foreign_rows(reads, make_customer)
         # and no connection of the pool keeps a tenant for its next user
@@ -135,3 +139,49 @@ async def test_reads_on_their_own_pool_see_only_their_tenant_and_leave_no_settin
         finally:
             for c in held:
                 await pool.release(c)
+
+
+async def test_stage_changes_on_the_driver_pool_touch_only_their_tenant(
+    app_engine: AsyncEngine, make_customer
+) -> None:
+    # given two tenants' customers, and stage changes on a pool of 3 as the application role
+    tenants = [f"rls-w-{uuid.uuid4().hex[:6]}", f"rls-v-{uuid.uuid4().hex[:6]}"]
+    mine = {t: [await make_customer(t) for _ in range(4)] for t in tenants}
+    async with driver_pool(app_engine, 3) as pool:
+        uc = UseCases(app_engine, limiter=Unlimited())
+        uc.pool = pool
+
+        async def move(t: str, cid: uuid.UUID, stage: str) -> object:
+            (outcome,) = (await uc.update_stages([command(t, cid, stage)])).outcomes
+            return outcome
+
+        # when 80 changes of both tenants interleave, and each tenant names the other's ids
+        own = [
+            move(t, mine[t][i % 4], ("Onboarded", "Active")[i // 4 % 2])
+            for i in range(40)
+            for t in tenants
+        ]
+        foreign = [move(tenants[0], cid, "Onboarded") for cid in mine[tenants[1]]]
+        outcomes = await asyncio.gather(*own, *foreign)
+        # then every change of its own lands, none of the other's is even found
+        assert not [o for o in outcomes[: len(own)] if isinstance(o, DomainError)]
+        assert {o.code.value for o in outcomes[len(own) :]} == {"NOT_FOUND"}  # type: ignore[union-attr]
+        # and no connection of the pool keeps a tenant or a transaction for its next user
+        held = [await pool.acquire() for _ in range(3)]
+        try:
+            for c in held:
+                assert not c.is_in_transaction()
+                assert await c.fetchval("SELECT current_setting('app.tenant_id', true)") in (
+                    None,
+                    "",
+                )
+        finally:
+            for c in held:
+                await pool.release(c)
+    # and each tenant's history holds its creations and its own moves, nothing more
+    for n, t in enumerate(tenants):
+        moved = sum(1 for o in outcomes[n : len(own) : 2] if o.transition is not None)  # type: ignore[union-attr]
+        async with app_engine.begin() as c:
+            await tenant_scope(c, t)
+            rows = (await c.execute(text("SELECT count(*) FROM lifecycle_history"))).scalar()
+        assert rows == 4 + moved

@@ -5,17 +5,39 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customer360.data.chain import STAGE_SUMMARY
-from customer360.data.uow import SqlUnitOfWork
-from customer360.lifecycle import ConfigProposal, DomainError, Reason
+from customer360.data.db import driver_pool
+from customer360.data.uow import DriverUnitOfWork, SqlUnitOfWork
+from customer360.lifecycle import ConfigProposal, DomainError, Reason, change_stages
 from customer360.lifecycle.service import configure_stages
-from tests.helpers import change, seal, use_cases
+from tests.helpers import StageChanges, change, seal, use_cases
 from tests.helpers import command as cmd
+
+
+@pytest.fixture(params=["sqlalchemy", "asyncpg"], autouse=True)
+async def stage_changes(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[str]:
+    """Every test here runs on both units of work: SQLAlchemy's (events, the CLI) and the
+    asyncpg pool's (the gateway's stage changes), which send the same statements."""
+    if request.param == "sqlalchemy":
+        yield request.param
+        return
+    async with driver_pool(engine, 20) as pool:
+        StageChanges.pool = pool
+        try:
+            yield request.param
+        finally:
+            StageChanges.pool = None
+
+
+def unit_of_work(engine: AsyncEngine) -> SqlUnitOfWork | DriverUnitOfWork:
+    pool = StageChanges.pool
+    return SqlUnitOfWork(engine) if pool is None else DriverUnitOfWork(pool)
 
 
 async def history(engine: AsyncEngine, tenant: str, cid: uuid.UUID) -> list:  # type: ignore[type-arg]
@@ -144,25 +166,68 @@ async def test_every_change_writes_history_counts_and_an_outbox_row_in_one_trans
 async def test_a_failing_write_leaves_nothing_behind(
     engine: AsyncEngine, tenant: str, make_customer
 ) -> None:
+    # given a customer, and what the outbox and its history hold
     cid = await make_customer()
-    before = await scalar(engine, "SELECT count(*) FROM outbox WHERE tenant_id=:t", t=tenant)
-    uow = SqlUnitOfWork(engine)
-    try:
+    outbox = "SELECT count(*) FROM outbox WHERE tenant_id=:t"
+    changes = "SELECT count(*) FROM lifecycle_history WHERE tenant_id=:t"
+    before = (await scalar(engine, outbox, t=tenant), await scalar(engine, changes, t=tenant))
+    # when a change is written and its use case fails before the commit
+    uow = unit_of_work(engine)
+    with pytest.raises(RuntimeError):
         async with uow:
-            await uow.lifecycle.prepare_changes(tenant, [cid], "someone", [])
-            await uow.connection.execute(
-                text(
-                    "INSERT INTO outbox (tenant_id, topic, key, payload) "
-                    "VALUES (:t, 'x', 'k', '{}')"
-                ),
-                {"t": tenant},
-            )
+            (moved,) = await change_stages(uow.lifecycle, [cmd(tenant, cid, "Active")])
+            assert not isinstance(moved, DomainError) and moved.transition is not None
             raise RuntimeError("boom before commit")
-    except RuntimeError:
-        pass
-    assert (
-        await scalar(engine, "SELECT count(*) FROM outbox WHERE tenant_id=:t", t=tenant) == before
-    )
+    # then nothing of it is left: no history, no outbox row, the customer where it was
+    after = (await scalar(engine, outbox, t=tenant), await scalar(engine, changes, t=tenant))
+    assert after == before
+    stage = "SELECT stage, version FROM customers WHERE tenant_id=:t AND id=:c"
+    async with engine.connect() as c:
+        assert tuple((await c.execute(text(stage), {"t": tenant, "c": cid})).one()) == (
+            "Prospect",
+            1,
+        )
+
+
+async def test_a_change_cancelled_while_it_waits_leaves_nothing_and_its_connection_clean(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    # given a customer whose row another transaction holds
+    cid = await make_customer()
+    uc = use_cases(engine)
+    async with engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM customers WHERE tenant_id=:t AND id=:c FOR UPDATE"),
+            {"t": tenant, "c": cid},
+        )
+        # when a change waits for that row and is cancelled (its client went away)
+        waiting = asyncio.create_task(uc.update_stages([cmd(tenant, cid, "Active")]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await holder.rollback()
+    # then it wrote nothing, and the next changes (on the same connections) land whole
+    assert [r.to_stage for r in await history(engine, tenant, cid)] == ["Prospect"]
+    for stage in ["Onboarded", "Active", "Onboarded"]:
+        (outcome,) = (await uc.update_stages([cmd(tenant, cid, stage)])).outcomes
+        assert not isinstance(outcome, DomainError)
+    assert [r.to_stage for r in await history(engine, tenant, cid)] == [
+        "Prospect",
+        "Onboarded",
+        "Active",
+        "Onboarded",
+    ]
+    if StageChanges.pool is not None:  # no pooled connection is left inside a transaction
+        pool = StageChanges.pool
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        try:
+            assert not any(c.is_in_transaction() for c in held)
+        finally:
+            for c in held:
+                await pool.release(c)
 
 
 async def test_the_summary_stays_exact_while_concurrent_changes_wait_for_their_seal(
@@ -218,7 +283,7 @@ async def test_a_change_waits_for_a_configuration_save_and_decides_on_the_saved_
     await uc.configure_stages(tenant, "admin", ConfigProposal(stages=["Prospect", "Trial"]))
     cid = await make_customer()
     # when a save that removes Trial holds the configuration, not yet committed,
-    async with SqlUnitOfWork(engine) as saving:
+    async with unit_of_work(engine) as saving:
         await configure_stages(saving.lifecycle, tenant, "admin", ConfigProposal(["Prospect"]))
         # and a change to Trial is made meanwhile
         moving = asyncio.create_task(change(engine, cmd(tenant, cid, "Trial")))
