@@ -53,8 +53,9 @@ async def idle(pid: int, out: Path) -> int:
     control(pid, "-i", "on")
     await asyncio.sleep(SETTLE_SECONDS)
     control(pid, "-i", "off")
+    before = set(out.parent.glob(f"{out.name}*"))
     control(pid, "-d")
-    (dump,) = out.parent.glob(f"{out.name}*")
+    (dump,) = set(out.parent.glob(f"{out.name}*")) - before
     found = re.search(r"^summary: (\d+)", dump.read_text(), re.M)
     if found is None:
         raise RuntimeError(f"no summary in {dump}")

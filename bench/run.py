@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import secrets
 import shutil
 import statistics
@@ -61,6 +62,26 @@ async def prepare(server_url: str, customers: int) -> tuple[str, list[object]]:
         ids = [r[0] for r in rows]
     await engine.dispose()
     return url, ids
+
+
+async def relay_counts(client: httpx.AsyncClient) -> Counter[str]:
+    """The relay's drains and rows so far per sink (c360_outbox_drains_total, _rows_total)."""
+    text_ = (await client.get("/metrics")).text
+    found: Counter[str] = Counter()
+    for m in re.finditer(r'^c360_outbox_(drains|rows)_total\{sink="(\w+)"\} (\S+)$', text_, re.M):
+        found[f"{m.group(2)} {m.group(1)}"] += int(float(m.group(3)))
+    return found
+
+
+def batching(before: Counter[str], after: Counter[str]) -> str:
+    """Rows per drain of each sink between two `relay_counts`: how the work after commit
+    is shared by the changes of one wake."""
+    out = []
+    for sink in sorted({k.split()[0] for k in after}):
+        drains = after[f"{sink} drains"] - before[f"{sink} drains"]
+        rows = after[f"{sink} rows"] - before[f"{sink} rows"]
+        out.append(f"{sink} {drains:,} drains, {rows / max(drains, 1):.1f} rows each")
+    return "; ".join(out)
 
 
 async def stages_of(url: str, ids: list) -> dict[object, str]:
@@ -289,12 +310,15 @@ async def main() -> None:
         if shutil.which("wrk"):
             script = UPDATE_LUA.replace("@IDS@", lua_strings([str(i) for i in ids[:5000]]))
             script = script.replace("@TOKENS@", lua_strings(tokens))
+            relayed = await relay_counts(client)
             with cpu_split(groups) as spent:
                 r = await asyncio.to_thread(wrk, gql, script, conc, 15)
+            await asyncio.sleep(1)  # the last wakes drain
             print(
                 f"S4 wrk, updateLifecycleStage, {conc} connections: {r.line()}  "
                 f"(100,000 would take {100_000 / r.rate:.0f} s)\n"
-                f"  CPU per change: {per(spent, r.requests)}",
+                f"  CPU per change: {per(spent, r.requests)}\n"
+                f"  relay: {batching(relayed, await relay_counts(client))}",
                 flush=True,
             )
         if not args.writes_only:
@@ -306,6 +330,7 @@ async def main() -> None:
                 flush=True,
             )
         current = await stages_of(url, ids)
+        relayed = await relay_counts(client)
         with cpu_split(groups) as spent:
             b = await bulk_updates(
                 client,
@@ -323,7 +348,8 @@ async def main() -> None:
             f"{args.bulk_transitions:,} transitions in {reached}  "
             f"({b.calls} calls, {b.transitions:,} moved, {b.succeeded - b.transitions:,} no-op, "
             f"{b.failed} failed {dict(b.codes)})  per call p50 {ms(b.times, 50)}  "
-            f"p99 {ms(b.times, 99)}\n  CPU per change: {per(spent, b.transitions)}"
+            f"p99 {ms(b.times, 99)}\n  CPU per change: {per(spent, b.transitions)}\n"
+            f"  relay: {batching(relayed, await relay_counts(client))}"
         )
 
 

@@ -61,6 +61,19 @@ OUTBOX_STALLS = Counter(
     ["sink"],
     registry=REGISTRY,
 )
+OUTBOX_DRAINS = Counter(
+    "c360_outbox_drains_total",
+    "Relay drains that found rows (the sealer's: seals), per sink; with the rows counter, "
+    "how many changes one drain carries",
+    ["sink"],
+    registry=REGISTRY,
+)
+OUTBOX_ROWS = Counter(
+    "c360_outbox_rows_total",
+    "Rows the relay published (the sealer: history rows sealed), per sink",
+    ["sink"],
+    registry=REGISTRY,
+)
 SUBSCRIPTIONS = Gauge(
     "c360_subscriptions_active",
     "Open GraphQL subscriptions",

@@ -170,9 +170,7 @@ def _cte_span(sql: str, name: str) -> tuple[int, int]:
 def record_sql(v: Variant) -> str:
     """The gateway's write statement, with the variant's edits; fails if the statement
     changed so that an edit no longer applies."""
-    sql = "\n".join(
-        line for line in RECORD_SQL.splitlines() if not line.lstrip().startswith("--")
-    )
+    sql = "\n".join(line for line in RECORD_SQL.splitlines() if not line.lstrip().startswith("--"))
     if v.counts != "row":
         c0, c1 = _cte_span(sql, "counts")
         if v.counts == "deltas":

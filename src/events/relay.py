@@ -27,7 +27,14 @@ from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.data.outbox import NOTIFY_CHANNEL
 from customer360.data.retention import forget_expired
 from customer360.data.scope import system_scope
-from customer360.observability import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_STALLS, get_logger
+from customer360.observability import (
+    OUTBOX_DRAINS,
+    OUTBOX_LAG,
+    OUTBOX_PENDING,
+    OUTBOX_ROWS,
+    OUTBOX_STALLS,
+    get_logger,
+)
 from customer360.tracing import TraceContext
 
 from .sealer import Sealer
@@ -251,8 +258,15 @@ class OutboxRelay:
 
     async def _lead(self, conn: AsyncConnection, sink: Sink | Sealer, keeps_books: bool) -> None:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        # Session-wide on this private connection: the relay serves every tenant.
-        await conn.execute(text("SELECT set_config('app.scope', 'system', false)"))
+        # Session-wide on this private connection: the relay serves every tenant. A drain
+        # reads a few rows; PostgreSQL's planner, misled by a pending-rows estimate from the
+        # last ANALYZE, would start parallel workers for it (processes, at every drain).
+        await conn.execute(
+            text(
+                "SELECT set_config('app.scope', 'system', false), "
+                "set_config('max_parallel_workers_per_gather', '0', false)"
+            )
+        )
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
         wake = asyncio.Event()
@@ -293,6 +307,9 @@ class OutboxRelay:
                 )
                 n = await self._bounded(drain, sink)
                 backoff = 0.2
+                if n:
+                    OUTBOX_DRAINS.labels(sink.name).inc()
+                    OUTBOX_ROWS.labels(sink.name).inc(n)
             except (asyncio.CancelledError, DrainStalled):
                 raise
             except Exception as exc:

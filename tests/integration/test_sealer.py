@@ -19,6 +19,7 @@ from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.events.relay import OutboxRelay, OutboxRow
 from customer360.events.sealer import Sealer
+from customer360.observability import REGISTRY
 from customer360.usecases import UseCases
 from tests.conftest import DATA_KEY, scratch_database
 from tests.helpers import command, created_event, seal
@@ -85,6 +86,7 @@ async def test_a_commit_wakes_the_sealer_which_links_it_at_once(
     poker = leader if writer == "the leading process" else Sealer(own_engine)
     usecases = UseCases(own_engine, limiter=Unlimited(), on_history=poker.poke)
     tenant = f"seal-{uuid.uuid4().hex[:8]}"
+    counted = REGISTRY.get_sample_value("c360_outbox_rows_total", {"sink": "sealer"}) or 0.0
     async with leading(own_engine, leader):
         # when customers are created and moved
         for _ in range(3):
@@ -94,6 +96,10 @@ async def test_a_commit_wakes_the_sealer_which_links_it_at_once(
             await usecases.update_stages([command(tenant, cid, "Onboarded")])
             # then each change is sealed well before any poll would have found it
             assert await sealed_within(own_engine, 5.0)
+    # and the relay's counters say how many rows its seals carried (6 at least: others'
+    # gateways in this process may seal too)
+    now = REGISTRY.get_sample_value("c360_outbox_rows_total", {"sink": "sealer"}) or 0.0
+    assert now - counted >= 6
     await poker.close()
     async with own_engine.connect() as c:
         positions = (
