@@ -1,6 +1,6 @@
-"""The worker's CPU per answered request under S1 (or S2), two commits alternating, by hand:
+"""The worker's CPU per answered request under S1 (or S2, S4), two commits alternating, by hand:
 
-    .venv/bin/python bench/cpu.py 4b7463b HEAD [--seconds 10] [--rounds 3] [--scenario S2]
+    .venv/bin/python bench/cpu.py 4b7463b HEAD [--seconds 10] [--rounds 3] [--scenario S4]
 
 On the shared box the rate (bench/revs.py) moves with whatever else runs; the CPU seconds the
 worker itself spent per request (from /proc) move much less, so a change to the per-request
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 
@@ -34,26 +35,34 @@ async def measure(seconds: int, scenario: str) -> None:
         SERVED,
         backend_args,
         bench_database,
+        lua_strings,
         serving,
         user_tokens,
         wrk,
         wrk_script,
     )
     from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
+    from run import UPDATE_LUA
 
     ap = argparse.ArgumentParser()
     backend_args(ap)
     args, _ = ap.parse_known_args()
     url = await bench_database(args.database, TENANT, 50_000)
     ids = await customer_ids(url, 2000)
-    tokens = user_tokens(TENANT, 200)
+    # S4's writers are named afresh: earlier runs' changes do not count against this hour.
+    fresh = {"prefix": f"cpu-{secrets.token_hex(3)}"} if scenario == "S4" else {}
+    tokens = user_tokens(TENANT, 200, **fresh)
     async with serving(url, args.redis, raise_rate_limit=False) as (base, proc):
-        body = {"S1": S1, "S2": S2}[scenario].ours
-        script = wrk_script(body, ids, tokens)
-        wrk(f"{base}/graphql", script, CONNECTIONS, 3)  # warm-up
+        if scenario == "S4":  # bench/run.py's single updates, 16 connections
+            script = UPDATE_LUA.replace("@IDS@", lua_strings(ids))
+            script, connections = script.replace("@TOKENS@", lua_strings(tokens)), 16
+        else:
+            body = {"S1": S1, "S2": S2}[scenario].ours
+            script, connections = wrk_script(body, ids, tokens), CONNECTIONS
+        wrk(f"{base}/graphql", script, connections, 3)  # warm-up
         pid = worker_pid(proc.pid)
         before = cpu_seconds(pid)
-        r = wrk(f"{base}/graphql", script, CONNECTIONS, seconds)
+        r = wrk(f"{base}/graphql", script, connections, seconds)
         used = cpu_seconds(pid) - before
     print(
         f"{SERVED} {scenario} {r.rate:,.0f}/s  worker CPU {used / r.requests * 1e6:.0f} us/request "
@@ -71,7 +80,7 @@ def main() -> None:
     ap.add_argument("revs", nargs=2)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--scenario", choices=("S1", "S2"), default="S1")
+    ap.add_argument("--scenario", choices=("S1", "S2", "S4"), default="S1")
     args = ap.parse_args()
     for _ in range(args.rounds):
         for rev in args.revs:
