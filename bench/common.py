@@ -84,8 +84,12 @@ KEYS = TenantKeys(Keyring.parse(DATA_KEY))
 
 # A pinned commit gets a database of its own, migrated by that commit: the work tree's newer
 # migrations (applied to c360_bench by others' runs) are unknown to older code, and others'
-# runs change c360_bench's rows.
-DATABASE = "c360_bench" if SERVED == "work tree" else f"c360_bench_{SERVED}"
+# runs change c360_bench's rows. C360_BENCH_DB names one for commits of the same migrations
+# compared in turn (bench/cpu.py): each database's own state (its size, its dead rows) can
+# move a write's cost, which two databases would add to the comparison.
+DATABASE = os.environ.get("C360_BENCH_DB") or (
+    "c360_bench" if SERVED == "work tree" else f"c360_bench_{SERVED}"
+)
 
 
 def backend_args(ap: argparse.ArgumentParser) -> None:

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # so a bursty load opened and closed them by the hundred (S2 in docs/BENCHMARKS.md).
     db_pool_size: int = 20
     db_max_overflow: int = 0
-    # The reads' own pool (data/db.driver_pool): the API's single-statement reads.
+    # The hot paths' own pool (data/db.driver_pool): the API's reads and stage changes.
     db_read_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
 
