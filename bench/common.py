@@ -531,15 +531,18 @@ def _cpu_of(names: dict[str, int | str]) -> dict[str, dict[int, float]]:
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
-                out[label][p.pid] = t.user + t.system
+                # With the children it has reaped: PostgreSQL's parallel workers and any
+                # backend that ended live shorter than the block, and their CPU lands in the
+                # postmaster's children times once they exit.
+                out[label][p.pid] = t.user + t.system + t.children_user + t.children_system
     return out
 
 
 @contextlib.contextmanager
 def cpu_split(names: dict[str, int | str]) -> Iterator[dict[str, float]]:
-    """CPU seconds each group spent inside the block, filled in when it ends. Only processes
-    alive at both ends count: one that ended takes its time with it (the measured runs keep
-    their pooled connections, so their PostgreSQL backends live throughout)."""
+    """CPU seconds each group spent inside the block, filled in when it ends. Processes alive
+    at both ends count, with the children they reaped meanwhile (PostgreSQL's postmaster
+    reaps its parallel workers: before, their CPU went uncounted)."""
     before = _cpu_of(names)
     spent: dict[str, float] = {}
     yield spent

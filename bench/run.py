@@ -84,6 +84,23 @@ def batching(before: Counter[str], after: Counter[str]) -> str:
     return "; ".join(out)
 
 
+async def transactions(url: str) -> int:
+    """Transactions the bench database has ended so far (pg_stat_database): per change,
+    the write's own plus its share of the sealer's and the relay's."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as c:
+            done = await c.execute(
+                text(
+                    "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                    "WHERE datname = current_database()"
+                )
+            )
+            return int(done.scalar_one())
+    finally:
+        await engine.dispose()
+
+
 async def stages_of(url: str, ids: list) -> dict[object, str]:
     """Where each customer stands now, so that every bulk change is a real move."""
     engine = make_engine(url)
@@ -310,14 +327,16 @@ async def main() -> None:
         if shutil.which("wrk"):
             script = UPDATE_LUA.replace("@IDS@", lua_strings([str(i) for i in ids[:5000]]))
             script = script.replace("@TOKENS@", lua_strings(tokens))
-            relayed = await relay_counts(client)
+            relayed, ended = await relay_counts(client), await transactions(url)
             with cpu_split(groups) as spent:
                 r = await asyncio.to_thread(wrk, gql, script, conc, 15)
             await asyncio.sleep(1)  # the last wakes drain
+            ended = await transactions(url) - ended
             print(
                 f"S4 wrk, updateLifecycleStage, {conc} connections: {r.line()}  "
                 f"(100,000 would take {100_000 / r.rate:.0f} s)\n"
-                f"  CPU per change: {per(spent, r.requests)}\n"
+                f"  CPU per change: {per(spent, r.requests)}; "
+                f"{ended / max(r.requests, 1):.2f} transactions\n"
                 f"  relay: {batching(relayed, await relay_counts(client))}",
                 flush=True,
             )
