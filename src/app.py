@@ -246,11 +246,8 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         if tracing is not None:
             tracing.instrument_engine(engine)
             tracing.instrument_redis(redis)
-        reads = Reads(
-            engine,
-            cache=Cache(redis),
-            span=tracing.read_span if tracing is not None else None,
-        )
+        statement_span = tracing.statement_span if tracing is not None else None
+        reads = Reads(engine, cache=Cache(redis), span=statement_span)
         sealer = Sealer(engine)
         usecases = UseCases(
             engine,
@@ -258,6 +255,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             on_commit=reads.note_written,  # this process never serves its own old writes
             on_history=sealer.poke,
             webhook_policy=webhook_policy(settings),
+            statement_span=statement_span,
         )
         try:
             verifier = TokenVerifier(settings)

@@ -151,13 +151,14 @@ class Tracing:
             _name_operation(span, "query", name)
             yield
 
-    def read_span(self, statement: str) -> contextlib.AbstractContextManager[None]:
-        """A CLIENT span for a read on asyncpg itself (data/queries.py): its text, never its
-        parameters, named and described as the engine's instrumentation names its own."""
-        return self._read_span(statement)
+    def statement_span(self, statement: str) -> contextlib.AbstractContextManager[None]:
+        """A CLIENT span for a statement on asyncpg itself (the API's reads, its stage
+        changes): its text, never its parameters, named and described as the engine's
+        instrumentation names its own."""
+        return self._statement_span(statement)
 
     @contextlib.contextmanager
-    def _read_span(self, statement: str) -> Iterator[None]:
+    def _statement_span(self, statement: str) -> Iterator[None]:
         if not is_instrumentation_enabled() or not trace.get_current_span().is_recording():
             # quiet() work, and reads outside any request or operation (a socket's):
             # a trace of their own for each would be noise, as the engine's rule says

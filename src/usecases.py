@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
 from customer360.data import export, privacy, webhooks
 from customer360.data.keys import TenantErased, keys_of
+from customer360.data.statements import StatementSpan
 from customer360.data.uow import CommitHook, DriverUnitOfWork, SqlUnitOfWork
 from customer360.events.handlers import EventRejected, Outcome, handle, parse_event
 from customer360.events.signing import TargetPolicy, TargetRefused, new_secret
@@ -86,6 +87,7 @@ class UseCases:
         on_history: Callable[[], None] | None = None,
         clock: Clock = utcnow,
         webhook_policy: TargetPolicy | None = None,
+        statement_span: StatementSpan | None = None,
     ) -> None:
         self._engine = engine
         # Where webhooks may point (https:// and public addresses, unless development says).
@@ -98,6 +100,7 @@ class UseCases:
         # asyncpg's own pool (data/db.driver_pool), set by the app once open: stage changes
         # then run on it. Without one (the CLI, tools) they run on the engine.
         self.pool: asyncpg.Pool | None = None
+        self._statement_span = statement_span
 
     async def _read(
         self,
@@ -120,7 +123,12 @@ class UseCases:
         return SqlUnitOfWork(self._engine, on_commit=self._on_commit, on_history=self._on_history)
 
     def _driver_uow(self, pool: asyncpg.Pool) -> DriverUnitOfWork:
-        return DriverUnitOfWork(pool, on_commit=self._on_commit, on_history=self._on_history)
+        return DriverUnitOfWork(
+            pool,
+            on_commit=self._on_commit,
+            on_history=self._on_history,
+            span=self._statement_span,
+        )
 
     async def update_stages(self, commands: Sequence[ChangeStage]) -> Updated:
         """One principal's stage changes, under its hourly budget.

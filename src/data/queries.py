@@ -249,7 +249,7 @@ class Reads:
         # The statements of `_all` run on this pool's connections when given (db.driver_pool),
         # else on the engine's.
         self.pool = pool
-        # A span per statement when tracing is on (otel.Tracing.read_span): these reads run
+        # A span per statement when tracing is on (otel.Tracing.statement_span): these reads run
         # on asyncpg itself, below the engine's instrumentation.
         self.span = span
         self.cache = cache

@@ -9,9 +9,11 @@ once with `:name` parameters and runs it through an `Executor`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,18 +60,29 @@ class Executor(Protocol):
     async def run(self, st: Statement, params: Mapping[str, Any]) -> None: ...
 
 
+# A span per statement when tracing is on (otel.Tracing.statement_span): the engine's
+# instrumentation does not see asyncpg's own connections.
+StatementSpan = Callable[[str], AbstractContextManager[None]]
+
+
 class DriverExecutor:
     """On an asyncpg connection (the caller holds its transaction)."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, span: StatementSpan | None = None) -> None:
         self.conn = conn
+        self.span = span
+
+    def _traced(self, st: Statement) -> AbstractContextManager[None]:
+        return self.span(st.sql) if self.span is not None else contextlib.nullcontext()
 
     async def rows(self, st: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        rows: Sequence[Sequence[Any]] = await self.conn.fetch(st.sql, *st.args(params))
+        with self._traced(st):
+            rows: Sequence[Sequence[Any]] = await self.conn.fetch(st.sql, *st.args(params))
         return rows
 
     async def run(self, st: Statement, params: Mapping[str, Any]) -> None:
-        await self.conn.execute(st.sql, *st.args(params))
+        with self._traced(st):
+            await self.conn.execute(st.sql, *st.args(params))
 
 
 class AlchemyExecutor:

@@ -18,7 +18,7 @@ from customer360.observability import TRANSITIONS
 
 from .customers import CustomerRepository
 from .lifecycle import SqlLifecycleRepository
-from .statements import AlchemyExecutor, DriverExecutor
+from .statements import AlchemyExecutor, DriverExecutor, StatementSpan
 
 # (tenant, {customer: cache generation}): iterating it gives the customers.
 CommitHook = Callable[[str, Mapping[uuid.UUID, int]], None]
@@ -94,8 +94,10 @@ class DriverUnitOfWork:
         pool: asyncpg.Pool,
         on_commit: CommitHook | None = None,
         on_history: Callable[[], None] | None = None,
+        span: StatementSpan | None = None,
     ) -> None:
         self._pool = pool
+        self._span = span
         self._on_commit = on_commit
         self._on_history = on_history
         self._conn: asyncpg.Connection | None = None
@@ -114,7 +116,7 @@ class DriverUnitOfWork:
             raise
         self._conn, self._tx = conn, tx
         self.committed = False
-        self.lifecycle = SqlLifecycleRepository(DriverExecutor(conn))
+        self.lifecycle = SqlLifecycleRepository(DriverExecutor(conn, self._span))
         return self
 
     async def __aexit__(
