@@ -50,12 +50,6 @@ RETENTION_DAYS = 7
 DRAIN_TIMEOUT = 60.0
 # How long an abandoned drain gets to honour its cancellation before it is left behind.
 CANCEL_GRACE = 5.0
-# While writes come faster than drains (the last drain found more than one row), a woken
-# sink waits this long before it drains, so the commits of those milliseconds share one
-# drain: its read, publish and mark, or its seal, are paid per drain, not per change.
-# Single updates under load: about twice the rows a drain, 0.4 fewer transactions a change
-# (docs/WRITE_PATH.md). An occasional change (one row a drain) is drained at once.
-GATHER_SECONDS = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +199,6 @@ class OutboxRelay:
         *,
         batch: int = 500,
         poll_seconds: float = 1.0,
-        gather_seconds: float = GATHER_SECONDS,
         drain_timeout: float = DRAIN_TIMEOUT,
         processed_retention_days: int = 14,
         tracing: Tracing | None = None,
@@ -217,7 +210,6 @@ class OutboxRelay:
         self._sinks = [s for s in self.sinks if not isinstance(s, Sealer)]
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self.gather_seconds = gather_seconds
         self.drain_timeout = drain_timeout
         self.processed_retention_days = processed_retention_days
 
@@ -338,8 +330,6 @@ class OutboxRelay:
             if n < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
-                if n > 1 and self.gather_seconds:
-                    await asyncio.sleep(self.gather_seconds)
 
     async def _bounded(self, drain: Coroutine[Any, Any, int], sink: Sink | Sealer) -> int:
         """The drain's result, or DrainStalled once it has neither failed nor finished in

@@ -17,7 +17,6 @@ from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.data.crypto import Keyring
 from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
-from customer360.data.outbox import WAKE
 from customer360.events.relay import OutboxRelay, OutboxRow
 from customer360.events.sealer import Sealer
 from customer360.observability import REGISTRY
@@ -117,11 +116,9 @@ class _Recording:
 
     def __init__(self) -> None:
         self.rows: list[OutboxRow] = []
-        self.batches: list[tuple[float, list[str]]] = []  # (when, keys) per publish
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         self.rows.extend(rows)
-        self.batches.append((asyncio.get_running_loop().time(), [r.key for r in rows]))
 
     async def reset(self) -> None:
         return None
@@ -149,56 +146,3 @@ async def test_an_audit_event_is_published_only_once_its_row_is_sealed(
         assert event.history_seq is not None
         assert event.payload["data"]["chain"]["position"] == 1
         await conn.invalidate()
-
-
-async def test_a_busy_sink_gathers_the_next_commits_into_one_drain_and_a_lone_one_goes_at_once(
-    own_engine: AsyncEngine,
-) -> None:
-    loop = asyncio.get_running_loop()
-
-    async def commit(key: str) -> float:
-        """A cache-only outbox row (publishable at once), its wake, and when it committed."""
-        async with own_engine.begin() as c:
-            await c.execute(
-                text(
-                    "INSERT INTO outbox (tenant_id, topic, key, payload) "
-                    "VALUES ('t', 'cache', :k, '{}')"
-                ),
-                {"k": key},
-            )
-            await c.execute(text(f"SELECT {WAKE}"))  # delivered at commit
-        return loop.time()
-
-    async def published(*keys: str) -> float:
-        """When the last of `keys` was published."""
-        for _ in range(500):
-            if {k for _, batch in sink.batches for k in batch} >= set(keys):
-                return max(t for t, batch in sink.batches if set(keys) & set(batch))
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{keys} never published")
-
-    # given a relay whose sink gathers for 0.5 s once busy, and two changes waiting
-    sink = _Recording()
-    for key in ("a1", "a2"):
-        await commit(key)
-    relay = asyncio.create_task(
-        OutboxRelay(own_engine, [sink], poll_seconds=30, gather_seconds=0.5).run()
-    )
-    try:
-        await published("a1", "a2")  # one drain of two: the sink is busy
-        # when five changes commit 40 ms apart
-        for n in range(5):
-            await commit(f"b{n}")
-            await asyncio.sleep(0.04)
-        # then they go out in one drain, not five
-        await published(*(f"b{n}" for n in range(5)))
-        assert [b for _, b in sink.batches][-1] == [f"b{n}" for n in range(5)]
-        # and once the sink is quiet (a drain of one row), a lone change goes out at once
-        await commit("c")
-        await published("c")  # alone, after the gather that followed the five
-        sent = await commit("d")
-        assert await published("d") - sent < 0.25
-    finally:
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
