@@ -1,8 +1,8 @@
 """The units of work: one connection, one transaction; each alone commits.
 
-`SqlUnitOfWork` (SQLAlchemy) serves every use case. `DriverUnitOfWork` serves stage changes
-alone, on asyncpg's own pool: the same statements, half the gateway's CPU per change
-(docs/WRITE_PATH.md, "The gateway's share")."""
+`SqlUnitOfWork` (SQLAlchemy) serves every use case. `DriverUnitOfWork` serves the API's stage
+changes, on asyncpg's own pool: the same statements at about half the use case's CPU per
+change (docs/WRITE_PATH.md, "The gateway's share")."""
 
 from __future__ import annotations
 
