@@ -24,12 +24,47 @@ from .statements import AlchemyExecutor, DriverExecutor, StatementSpan
 CommitHook = Callable[[str, Mapping[uuid.UUID, int]], None]
 
 
-class SqlUnitOfWork:
+class _UnitOfWork:
     """Entered once by one use case, which commits once; leaving without `commit()` rolls
     back. After the commit, `on_commit` learns which customers changed (read-your-writes),
     and `on_history` that history waits to be sealed (events/sealer.py)."""
 
     lifecycle: SqlLifecycleRepository
+
+    def __init__(self, on_commit: CommitHook | None, on_history: Callable[[], None] | None) -> None:
+        self._on_commit = on_commit
+        self._on_history = on_history
+        self.committed = False
+
+    async def _commit(self) -> None:
+        raise NotImplementedError
+
+    async def _end(self) -> None:
+        """Roll back what was not committed, and give the connection back."""
+        raise NotImplementedError
+
+    def _customers_touched(self) -> Iterable[tuple[str, uuid.UUID, int]]:
+        return ()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._end()
+
+    async def commit(self) -> None:
+        if self.committed:
+            raise RuntimeError("a unit of work commits once")
+        await self._commit()
+        self.committed = True
+        _committed(self.lifecycle, self._customers_touched(), self._on_commit, self._on_history)
+
+
+class SqlUnitOfWork(_UnitOfWork):
+    """On a SQLAlchemy connection: every use case's repositories."""
+
     customers: CustomerRepository
 
     def __init__(
@@ -38,11 +73,9 @@ class SqlUnitOfWork:
         on_commit: CommitHook | None = None,
         on_history: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(on_commit, on_history)
         self._engine = engine
-        self._on_commit = on_commit
-        self._on_history = on_history
         self._conn: AsyncConnection | None = None
-        self.committed = False
 
     @property
     def connection(self) -> AsyncConnection:
@@ -59,12 +92,7 @@ class SqlUnitOfWork:
         self.customers = CustomerRepository(self._conn)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _end(self) -> None:
         conn, self._conn = self._conn, None
         assert conn is not None
         try:
@@ -73,21 +101,17 @@ class SqlUnitOfWork:
         finally:
             await conn.close()
 
-    async def commit(self) -> None:
-        if self.committed:
-            raise RuntimeError("a unit of work commits once")
+    async def _commit(self) -> None:
         await self.connection.commit()
-        self.committed = True
-        _committed(self.lifecycle, self.customers.touched, self._on_commit, self._on_history)
+
+    def _customers_touched(self) -> Iterable[tuple[str, uuid.UUID, int]]:
+        return self.customers.touched
 
 
-class DriverUnitOfWork:
-    """A unit of work for stage changes, on a connection of asyncpg's own pool; the same
-    contract as `SqlUnitOfWork`. Leaving without `commit()` rolls back; a connection whose
-    rollback failed (a cancelled statement, a broken socket) is reset or dropped by the pool
-    on release, never handed out inside a transaction."""
-
-    lifecycle: SqlLifecycleRepository
+class DriverUnitOfWork(_UnitOfWork):
+    """For stage changes, on a connection of asyncpg's own pool. A connection whose rollback
+    failed (a cancelled statement, a broken socket) is reset or dropped by the pool on
+    release, never handed out inside a transaction."""
 
     def __init__(
         self,
@@ -96,13 +120,11 @@ class DriverUnitOfWork:
         on_history: Callable[[], None] | None = None,
         span: StatementSpan | None = None,
     ) -> None:
+        super().__init__(on_commit, on_history)
         self._pool = pool
         self._span = span
-        self._on_commit = on_commit
-        self._on_history = on_history
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
-        self.committed = False
 
     async def __aenter__(self) -> Self:
         if self._conn is not None:
@@ -119,12 +141,7 @@ class DriverUnitOfWork:
         self.lifecycle = SqlLifecycleRepository(DriverExecutor(conn, self._span))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _end(self) -> None:
         conn, self._conn = self._conn, None
         assert conn is not None
         try:
@@ -133,13 +150,9 @@ class DriverUnitOfWork:
         finally:
             await self._pool.release(conn)
 
-    async def commit(self) -> None:
-        if self.committed:
-            raise RuntimeError("a unit of work commits once")
+    async def _commit(self) -> None:
         assert self._conn is not None, "unit of work not entered"
         await self._tx.commit()
-        self.committed = True
-        _committed(self.lifecycle, (), self._on_commit, self._on_history)
 
 
 def _committed(
