@@ -8,7 +8,7 @@ one tenant (bench/ceiling/seed.sql), then for every variant copies it to `c360_c
 applies the variant's DDL (scratch databases only: the prototypes in proto_*.sql, or a
 trigger disabled) and runs 16 pgbench clients for --seconds on one tenant, as that role, with
 row-level security. The write statement is the gateway's own text
-(customer360.data.lifecycle.RECORD_SQL), with the variant's edits applied by name below; the
+(customer360.data.lifecycle._RECORD), with the variant's edits applied by name below; the
 rest of the transaction is bench/ceiling/single.sql (bulk.sql: 100 changes per call).
 
 While pgbench runs, a checker compares the stage summary with a GROUP BY over the status
@@ -52,7 +52,7 @@ import common  # noqa: F401 - pins customer360 to that commit before its first i
 
 from customer360.data import outbox
 from customer360.data.audit import verify
-from customer360.data.lifecycle import RECORD_SQL
+from customer360.data.lifecycle import _RECORD
 from customer360.data.migrate import grant_application_role, upgrade
 
 HERE = Path(__file__).resolve().parent
@@ -170,7 +170,9 @@ def _cte_span(sql: str, name: str) -> tuple[int, int]:
 def record_sql(v: Variant) -> str:
     """The gateway's write statement, with the variant's edits; fails if the statement
     changed so that an edit no longer applies."""
-    sql = "\n".join(line for line in RECORD_SQL.splitlines() if not line.lstrip().startswith("--"))
+    sql = "\n".join(
+        line for line in _RECORD.text.splitlines() if not line.lstrip().startswith("--")
+    )
     if v.counts != "row":
         c0, c1 = _cte_span(sql, "counts")
         if v.counts == "deltas":
