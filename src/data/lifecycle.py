@@ -73,8 +73,7 @@ def _prepared(config: bool, keys: bool) -> Statement:
             "SELECT 'config' AS kind, version, config::text, updated_at, updated_by, "
             "NULL::uuid AS id, NULL AS stage, NULL::timestamptz AS entered_at, NULL AS key, "
             "NULL AS fingerprint, NULL AS result FROM (SELECT version, config, updated_at, "
-            "updated_by "
-            "FROM stage_configs WHERE tenant_id = :t ORDER BY version DESC LIMIT 1) x"
+            "updated_by FROM stage_configs WHERE tenant_id = :t ORDER BY version DESC LIMIT 1) x"
         )
     parts.append(
         "SELECT 'customer' AS kind, version, NULL AS config, updated_at, "
