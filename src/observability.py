@@ -61,6 +61,12 @@ OUTBOX_STALLS = Counter(
     ["sink"],
     registry=REGISTRY,
 )
+OUTBOX_FAILURES = Counter(
+    "c360_outbox_failures_total",
+    "Relay drains that failed (broker or Redis away, say); each is retried on fresh clients",
+    ["sink"],
+    registry=REGISTRY,
+)
 OUTBOX_DRAINS = Counter(
     "c360_outbox_drains_total",
     "Relay drains that found rows (the sealer's: seals), per sink; with the rows counter, "

@@ -29,6 +29,7 @@ from customer360.data.retention import forget_expired
 from customer360.data.scope import system_scope
 from customer360.observability import (
     OUTBOX_DRAINS,
+    OUTBOX_FAILURES,
     OUTBOX_LAG,
     OUTBOX_PENDING,
     OUTBOX_ROWS,
@@ -78,7 +79,8 @@ class Sink(Protocol):
     async def publish(self, rows: Sequence[OutboxRow]) -> None: ...
 
     async def reset(self) -> None:
-        """After a stalled drain: drop whatever client state may be wedged."""
+        """After a stalled or failed drain: drop whatever client state may be wedged or
+        stale."""
         ...
 
 
@@ -313,11 +315,16 @@ class OutboxRelay:
             except (asyncio.CancelledError, DrainStalled):
                 raise
             except Exception as exc:
+                OUTBOX_FAILURES.labels(sink.name).inc()
                 log.warning("relay publish failed", sink=sink.name, error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                # A sink that failed is retried; a lease connection that died is not a lease:
-                # this raises, and the loop reconnects and competes for the lock again.
+                # A sink that failed is retried on fresh clients: a broker that came back
+                # empty acknowledges batches for partitions a stale producer still believes
+                # in (tansu does), while a fresh one makes the topics again before it sends.
+                await sink.reset()
+                # A lease connection that died is not a lease: this raises, and the loop
+                # reconnects and competes for the lock again.
                 await asyncio.wait_for(raw.fetchval("SELECT 1"), 5.0)
                 continue
             if keeps_books and loop.time() - last_books >= 5.0:

@@ -106,6 +106,11 @@ class LazyKafkaSink:
         await KafkaSink(self.link.producer, self.tracing).publish(rows)
 
     async def reset(self) -> None:
+        if self.link.producer is None:
+            # Not connected yet: the link's first connection is on its way; a second one
+            # made beside it would leak a producer.
+            await self.link.ready.wait()
+            return
         await self.link.renew()
 
 
