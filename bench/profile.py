@@ -1,6 +1,7 @@
 """A py-spy profile of one worker under one scenario's load, run by hand:
-`.venv/bin/python bench/profile.py S1|S2|S4 [--seconds 15] [--py-spy PATH]`
-(S1, S2: bench/peer.py's reads, 32 connections; S4: bench/run.py's single updates, 16).
+`.venv/bin/python bench/profile.py S1|S2|S4|S4b [--seconds 15] [--py-spy PATH]`
+(S1, S2: bench/peer.py's reads, 32 connections; S4: bench/run.py's single updates, 16;
+S4b: its bulk updates, 100 changes a call, 4 in flight).
 
 Writes the collapsed stacks to /tmp/c360-profile-<scenario>.txt and prints the functions with
 the most inclusive and own time (a quick read; load the file in speedscope for the rest)."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import secrets
 import subprocess
 import threading
 from pathlib import Path
@@ -24,7 +26,7 @@ from common import (  # bench/common.py
     wrk_script,
 )
 from peer import CONNECTIONS, S1, S2, TENANT, customer_ids
-from run import UPDATE_LUA
+from run import BULK_LUA, UPDATE_LUA
 
 
 def worker_pid(supervisor: int) -> int:
@@ -57,7 +59,7 @@ def summarise(path: Path, top: int = 40) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     backend_args(ap)
-    ap.add_argument("scenario", choices=["S1", "S2", "S4"])
+    ap.add_argument("scenario", choices=["S1", "S2", "S4", "S4b"])
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--py-spy", default="/tmp/tools/bin/py-spy")
     ap.add_argument("--customers", type=int, default=50_000)
@@ -71,6 +73,12 @@ async def main() -> None:
                 "@TOKENS@", lua_strings(user_tokens(TENANT))
             )
             connections = 16
+        elif args.scenario == "S4b":
+            script = BULK_LUA.replace("@IDS@", lua_strings(ids)).replace("@SIZE@", "100")
+            # users named afresh: the hourly update budget of an earlier run does not count
+            fresh = user_tokens(TENANT, prefix=f"profile-{secrets.token_hex(3)}")
+            script = script.replace("@TOKENS@", lua_strings(fresh))
+            connections = 4
         else:
             ours = {"S1": S1, "S2": S2}[args.scenario].ours
             script = wrk_script(ours, ids, user_tokens(TENANT))

@@ -184,6 +184,32 @@ BULK = (
 )
 BULK_STAGES = ("Active", "Onboarded")
 
+# S4b for wrk (bench/profile.py): call n takes the n-th slice of SIZE ids; each pass over
+# the slices moves them the other way (after the first pass every change is a real move).
+BULK_LUA = (
+    """
+ids = @IDS@
+tokens = @TOKENS@
+size = @SIZE@
+chunks = math.floor(#ids / size)
+n = 0
+request = function()
+  n = n + 1
+  local k = n % chunks
+  local stage = (math.floor(n / chunks) % 2 == 0) and "Onboarded" or "Active"
+  local items = {}
+  for j = 1, size do
+    items[j] = '{"customerId":"' .. ids[k * size + j] .. '","stage":"' .. stage .. '"}'
+  end
+  local body = '{"query":"@QUERY@","variables":{"inputs":[' .. table.concat(items, ",") ..
+    ']}}'
+  return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]}, body)
+end
+""".replace("@QUERY@", BULK)
+    + WRK_ERRORS_LUA
+)
+
 
 @dataclass(slots=True)
 class BulkResult:
