@@ -144,11 +144,11 @@ class Tracing:
         return GraphQLSpans(self.tracer)
 
     @contextlib.contextmanager
-    def compiled_operation(self, name: str | None) -> Iterator[None]:
-        """The span of a query the compiled path answers (gql/fastpath.py), as the
+    def compiled_operation(self, kind: str, name: str | None) -> Iterator[None]:
+        """The span of an operation the compiled path answers (gql/fastpath.py), as the
         extension above makes for strawberry's."""
         with self.tracer.start_as_current_span("graphql") as span:
-            _name_operation(span, "query", name)
+            _name_operation(span, kind, name)
             yield
 
     def statement_span(self, statement: str) -> contextlib.AbstractContextManager[None]:

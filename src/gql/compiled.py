@@ -41,6 +41,7 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.field import StrawberryField
 
 from .context import Context
+from .once import RunsOnce, remember
 from .plan import Selection
 from .projection import ROWS, row_columns
 
@@ -112,17 +113,22 @@ class Compiler:
     def __init__(self, schema: strawberry.Schema) -> None:
         self.schema = schema
 
-    def steps(self, tree: tuple[Selection, ...], cache: dict[int, Any]) -> tuple[Step, ...] | None:
+    def steps(
+        self, root: GraphQLObjectType, tree: tuple[Selection, ...], cache: dict[int, Any]
+    ) -> tuple[Step, ...] | None:
         """None when some field of the tree is not compiled (introspection, say). `cache`
         belongs to whoever holds the tree (its document), so its id stays its own."""
         if id(tree) in cache:
             return cast("tuple[Step, ...] | None", cache[id(tree)])
-        root = self.schema._schema.query_type
-        assert root is not None
         try:
             steps: tuple[Step, ...] | None = self._object(root, tree)
         except Unsupported:
             steps = None
+        # A mutation field is compiled only when its resolver runs once per request:
+        # strawberry, answering after us, must not write again.
+        if steps is not None and root is self.schema._schema.mutation_type:
+            if not all(s.field is None or _runs_once(s.field) for s in steps):
+                steps = None
         cache[id(tree)] = steps
         return steps
 
@@ -147,13 +153,18 @@ class Compiler:
     def _call(
         self, field: StrawberryField, sel: Selection
     ) -> tuple[Callable[[Any, Run], Any], bool, Inline | None]:
-        permissions = []
+        permissions, once = [], _runs_once(field)
         for extension in field.extensions:
+            if isinstance(extension, RunsOnce):
+                continue
             if not isinstance(extension, PermissionExtension) or extension.use_directives:
                 raise Unsupported(sel.name)  # behaviour this path does not know
-            permissions.extend(extension.permissions)
+            else:
+                permissions.extend(extension.permissions)
         arguments = self._arguments(field, sel)
         resolver = field.base_resolver
+        if once and (resolver is None or not resolver.is_async):
+            raise Unsupported(sel.name)
         if resolver is None:
             read = attrgetter(field.python_name)
 
@@ -166,9 +177,11 @@ class Compiler:
         if resolver.root_parameter or resolver.parent_parameter:
             raise Unsupported(sel.name)
         func = cast(Callable[..., Any], resolver.wrapped_func)
+        if once:
+            func = _once(func, sel.key)
         takes_self = resolver.self_parameter is not None
         info_name = resolver.info_parameter.name if resolver.info_parameter else None
-        if takes_self and info_name is None and arguments is None and not permissions:
+        if takes_self and info_name is None and arguments is None and not permissions and not once:
             # most fields of a row: a method of the object, nothing else to pass
 
             def method(source: Any, run: Run) -> Any:
@@ -189,6 +202,8 @@ class Compiler:
             if info_name is not None:
                 info = run.info if columns is None else Info(run.info.context, columns)
                 kwargs[info_name] = info
+            if once:
+                kwargs[_RUN] = run
             return func(source, **kwargs) if takes_self else func(**kwargs)
 
         return self._guard(resolve, permissions, arguments), resolver.is_async, inline
@@ -263,6 +278,24 @@ class Compiler:
             return later, True
 
         return build(steps, required=required), False
+
+
+def _runs_once(field: StrawberryField) -> bool:
+    return any(isinstance(e, RunsOnce) for e in field.extensions)
+
+
+_RUN = "__c360_run"  # how _once finds the request's memo among a resolver's arguments
+
+
+def _once(func: Callable[..., Awaitable[Any]], key: str) -> Callable[..., Awaitable[Any]]:
+    """A root mutation field's resolver, called at most once per request (once.py): the
+    outcome is kept where strawberry, answering the request after us, finds it."""
+
+    async def once(*args: Any, **kwargs: Any) -> Any:
+        run: Run = kwargs.pop(_RUN)
+        return await remember(run.info.context.outcomes, key, lambda: func(*args, **kwargs))
+
+    return once
 
 
 def _null(required: bool) -> None:
@@ -411,6 +444,17 @@ async def execute(steps: Sequence[Step], source: Any, run: Run) -> dict[str, Any
         values = await _all([p[1] for p in pending])
         for (key, _), value in zip(pending, values, strict=True):
             out[key] = value
+    return out
+
+
+async def execute_serially(steps: Sequence[Step], run: Run) -> dict[str, Any]:
+    """A mutation's root fields, one after the other (GraphQL's ExecuteSerially)."""
+    out: dict[str, Any] = {}
+    for s in steps:
+        value = s.call(None, run)
+        if s.waits:
+            value = await value
+        out[s.key] = await _settle(s.complete(value, run))
     return out
 
 

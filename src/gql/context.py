@@ -20,6 +20,7 @@ from customer360.lifecycle import Code, StageConfig
 from customer360.usecases import UseCases
 
 from .errors import ApiError, forbidden
+from .once import Outcomes
 
 if TYPE_CHECKING:
     from customer360.auth.sockets import Slot
@@ -76,6 +77,9 @@ class Context:
     # One clock per operation: every time-derived field of an answer agrees with the others
     # (and the compiled path and strawberry give the same answer, view.py).
     clock: datetime | None = field(default=None, repr=False)
+    # A POST's root mutation fields' outcomes, shared by every execution of that request
+    # (once.py): a resolver that wrote is never run a second time. None on a socket.
+    outcomes: Outcomes | None = field(default=None, repr=False)
 
     def now(self) -> datetime:
         if self.clock is None:

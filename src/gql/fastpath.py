@@ -1,5 +1,5 @@
-"""Compiled queries, part three: which requests take the compiled path, and the proof that
-it answers as strawberry does.
+"""Compiled operations, part three: which requests take the compiled path, and the proof
+that it answers as strawberry does.
 
 Modes (`C360_GRAPHQL_COMPILED`): `on` answers what it can and leaves the rest to strawberry;
 `off` leaves everything to strawberry; `verify` answers with the compiled path and also
@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from graphql import OperationType
 from prometheus_client import Counter
 
 from customer360.data.queries import ColumnNotRead
 from customer360.observability import REGISTRY, Children
 
-from .compiled import Compiler, Info, Run, Unsupported, execute
+from .compiled import Compiler, Info, Run, Unsupported, execute, execute_serially
 from .context import Context
 from .plan import Planner
 from .schema import MAX_TOKENS, Schema
@@ -59,8 +60,9 @@ SHORT_READS: list[str] = []
 class FastPath:
     schema: Schema
     mode: Mode = "on"
-    # The operation's span when tracing is on (otel.Tracing.compiled_operation).
-    span: Callable[[str | None], AbstractContextManager[None]] | None = None
+    # The operation's span when tracing is on (otel.Tracing.compiled_operation): its kind
+    # ("query", "mutation") and name.
+    span: Callable[[str, str | None], AbstractContextManager[None]] | None = None
 
     def __post_init__(self) -> None:
         self.planner = Planner(self.schema._schema, self.schema.validate, max_tokens=MAX_TOKENS)
@@ -95,13 +97,18 @@ class FastPath:
         coerced = self.planner.variables(doc, variables or {})
         if coerced is None:
             return None
-        steps = self.compiler.steps(self.planner.tree(doc, coerced), doc.compiled)
+        tree = self.planner.tree(doc, coerced)
+        steps = self.compiler.steps(doc.root, tree, doc.compiled)
         if steps is None:
             return None
         name = doc.operation.name.value if doc.operation.name else None
+        kind = doc.operation.operation
+        run = Run(Info(context), coerced)
         try:
-            with self.span(name) if self.span else nullcontext():
-                return await execute(steps, None, Run(Info(context), coerced))
+            with self.span(kind.value, name) if self.span else nullcontext():
+                if kind is OperationType.MUTATION:
+                    return await execute_serially(steps, run)
+                return await execute(steps, None, run)
         except Exception as failed:  # strawberry runs it again and reports it as it does
             if _short_read(failed):
                 # the document's fingerprint, not its text: literals in it may be personal

@@ -22,6 +22,7 @@ from customer360.lifecycle import (
 
 from .context import Context
 from .errors import ApiError, bad_input
+from .once import RunsOnce
 from .types import Customer, LifecycleTransition, parse_id
 
 
@@ -121,7 +122,8 @@ def _payload(ctx: Context, result: ChangeResult) -> UpdateLifecycleStagePayload:
 class LifecycleMutation:
     @strawberry.mutation(
         description="Needs UPDATE_LIFECYCLE. Moving to the current stage is a no-op that still "
-        "succeeds."
+        "succeeds.",
+        extensions=[RunsOnce()],
     )
     async def update_lifecycle_stage(
         self, info: Info[Context, None], input: UpdateLifecycleStageInput
@@ -138,7 +140,8 @@ class LifecycleMutation:
     @strawberry.mutation(
         description="Needs UPDATE_LIFECYCLE. Up to 1000 changes in one call; each succeeds or "
         "fails on its own, with the same rules as updateLifecycleStage. Each change counts "
-        "against the rate limit."
+        "against the rate limit.",
+        extensions=[RunsOnce()],
     )
     async def update_lifecycle_stages(
         self, info: Info[Context, None], inputs: list[UpdateLifecycleStageInput]

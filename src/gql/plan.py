@@ -1,10 +1,11 @@
-"""Compiled queries, part one: a document parsed, validated and collected once.
+"""Compiled operations, part one: a document parsed, validated and collected once.
 
 A document is taken by the compiled path only when strawberry would execute it: it parses
 within the token limit, passes the very validation rules the schema runs, and names a
-query operation. Its fields are collected as GraphQL's CollectFields does (fragments
-inlined, same response keys merged, `@skip`/`@include` applied); the collected tree is kept
-per document and per value of the variables that steer those directives.
+query or a mutation (a mutation's resolvers then run once per request: once.py). Its
+fields are collected as GraphQL's CollectFields does (fragments inlined, same response keys
+merged, `@skip`/`@include` applied); the collected tree is kept per document and per value
+of the variables that steer those directives.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Selection:
 @dataclass(slots=True)
 class Document:
     operation: OperationDefinitionNode
+    root: GraphQLObjectType  # the query type, or the mutation type
     fragments: dict[str, FragmentDefinitionNode]
     steering: tuple[str, ...]  # variables that @skip/@include read
     trees: dict[tuple[Any, ...], tuple[Selection, ...]] = field(default_factory=dict)
@@ -87,7 +89,7 @@ class Planner:
         self._documents: OrderedDict[tuple[str, str | None], Document | None] = OrderedDict()
 
     def document(self, query: str, operation_name: str | None) -> Document | None:
-        """The document, or None when strawberry must answer it (invalid, not a query)."""
+        """The document, or None when strawberry must answer it (invalid, a subscription)."""
         key = (query, operation_name)
         if key in self._documents:
             self._documents.move_to_end(key)
@@ -108,12 +110,19 @@ class Planner:
         if self.validate(ast):
             return None
         operation = _operation(ast, operation_name)
-        if operation is None or operation.operation is not OperationType.QUERY:
+        if operation is None:
+            return None
+        kind = operation.operation
+        root = {
+            OperationType.QUERY: self.schema.query_type,
+            OperationType.MUTATION: self.schema.mutation_type,
+        }.get(kind)
+        if root is None:
             return None
         fragments = {
             d.name.value: d for d in ast.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        return Document(operation, fragments, _steering(ast))
+        return Document(operation, root, fragments, _steering(ast))
 
     def variables(self, doc: Document, raw: dict[str, Any]) -> VariableValues | None:
         """Coerced variable values, or None when they are wrong (strawberry says how)."""
@@ -126,9 +135,7 @@ class Planner:
         key = tuple(variables.coerced.get(name) for name in doc.steering)
         tree = doc.trees.get(key)
         if tree is None:
-            root = self.schema.query_type
-            assert root is not None
-            tree = _collect(self.schema, root, [doc.operation.selection_set], doc, variables)
+            tree = _collect(self.schema, doc.root, [doc.operation.selection_set], doc, variables)
             doc.trees[key] = tree
         return tree
 

@@ -32,6 +32,7 @@ from customer360.observability import REJECTED
 from .asgi import read_body, replay, request_headers, send_json
 from .context import Context
 from .fastpath import FastPath
+from .once import Outcomes
 from .responses import GraphQLResponseSend, prefers_graphql_response, transport_error
 from .wslimits import (
     CLOSE_FORBIDDEN,
@@ -60,6 +61,7 @@ def _context(
     principal: Principal | None,
     clock: datetime | None,
     websocket: WebSocket | None = None,
+    outcomes: Outcomes | None = None,
 ) -> Context:
     """A request's context, authenticated before execution; a socket's, authenticated at
     connection_init (on_ws_connect), one context per socket."""
@@ -70,6 +72,7 @@ def _context(
         websocket=websocket,
         _principal=principal,
         clock=clock,
+        outcomes=outcomes,
     )
 
 
@@ -262,6 +265,9 @@ class GraphQLApp(GraphQL[Context, None]):
             await self._strawberry(Request(scope, receive), send)
             return
         raw = await read_body(receive)
+        # Whoever answers, the compiled path or strawberry after it, writes once (once.py).
+        outcomes: Outcomes = {}
+        scope["state"]["outcomes"] = outcomes
         request: Request | None = None
         try:
             body = orjson.loads(raw)
@@ -273,7 +279,8 @@ class GraphQLApp(GraphQL[Context, None]):
                 request.state.clock = datetime.now(UTC)  # one clock for both runs
                 answer = await self._verified(fast, body, request)
             else:
-                answer = await fast.answer(body, _context(services, principal, None))
+                context = _context(services, principal, None, outcomes=outcomes)
+                answer = await fast.answer(body, context)
         if answer is not None:
             await send_json(send, answer)
             return
@@ -315,7 +322,8 @@ class GraphQLApp(GraphQL[Context, None]):
         if isinstance(request, WebSocket):
             return _context(services, None, None, request)
         state = request.state
-        return _context(services, state.principal, getattr(state, "clock", None))
+        clock, outcomes = getattr(state, "clock", None), getattr(state, "outcomes", None)
+        return _context(services, state.principal, clock, outcomes=outcomes)
 
     async def on_ws_connect(self, context: Context) -> None:
         """The token travels in the connection_init payload; a bad one closes with 4403, one

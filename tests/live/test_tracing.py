@@ -142,16 +142,21 @@ async def test_a_mutation_is_followed_from_its_request_to_the_audit_event_on_kaf
     trace = trace_id(server)
     assert {trace_id(s) for s in spans} == {trace}
     # the GraphQL operation, a child of the request, without the document or variables
-    (operation,) = [s for s in spans if s.name.startswith("mutation")]
-    assert parent_id(operation) == span_id(server)
-    assert operation.attributes is not None
-    assert operation.attributes["graphql.operation.type"] == "mutation"
-    assert not any("query" in k or "variable" in k for k in operation.attributes)
+    # (in the suite's verify mode strawberry's too, beside the compiled path's: it answers
+    # from the outcome the first kept, and so writes nothing)
+    operations = [s for s in spans if s.name.startswith("mutation")]
+    assert operations and all(parent_id(s) == span_id(server) for s in operations)
+    for op in operations:
+        assert op.attributes is not None
+        assert op.attributes["graphql.operation.type"] == "mutation"
+        assert not any("query" in k or "variable" in k for k in op.attributes)
     # SQL statements (the write among them) and Redis commands (the rate limit) as children
+    # of the one operation that wrote
     sql = [s for s in spans if s.attributes and s.attributes.get("db.system") == "postgresql"]
     statements = [str((s.attributes or {}).get("db.statement", "")) for s in sql]
     assert any("INSERT INTO outbox" in q for q in statements), statements
     assert all(s.kind is SpanKind.CLIENT for s in sql)
+    (operation,) = [op for op in operations if any(parent_id(s) == span_id(op) for s in sql)]
     assert all(parent_id(s) == span_id(operation) for s in sql)
     assert any(s.attributes and s.attributes.get("db.system") == "redis" for s in spans)
 

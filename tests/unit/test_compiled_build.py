@@ -100,7 +100,7 @@ def compiled(query: str) -> dict[str, Any]:
     assert doc is not None
     variables = planner.variables(doc, {})
     assert variables is not None
-    steps = Compiler(SCHEMA).steps(planner.tree(doc, variables), doc.compiled)
+    steps = Compiler(SCHEMA).steps(doc.root, planner.tree(doc, variables), doc.compiled)
     assert steps is not None
     context: Any = {"suffix": "s"}
     answer = asyncio.run(execute(steps, None, Run(Info(context), variables)))
