@@ -37,9 +37,9 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.permission import PermissionExtension
-from strawberry.types.arguments import convert_arguments
 from strawberry.types.field import StrawberryField
 
+from .arguments import converter
 from .context import Context
 from .once import RunsOnce, remember
 from .plan import Selection
@@ -216,11 +216,10 @@ class Compiler:
         definition = sel.definition
         assert definition is not None
         registry = self.schema.schema_converter.scalar_registry
-        config = self.schema.config
+        convert = converter(field.arguments, registry, self.schema.config)
 
         def arguments(run: Run) -> dict[str, Any]:
-            raw = get_argument_values(definition, sel.node, run.variables)
-            return convert_arguments(raw, field.arguments, scalar_registry=registry, config=config)
+            return convert(get_argument_values(definition, sel.node, run.variables))
 
         return arguments
 
