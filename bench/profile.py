@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import secrets
 import subprocess
 import threading
@@ -99,7 +100,7 @@ async def main() -> None:
                 "raw",
                 "-o",
                 str(out),
-                "--nonblocking",
+                *(["--native"] if os.environ.get("C360_PROFILE_NATIVE") else ["--nonblocking"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
