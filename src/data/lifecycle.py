@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -45,52 +44,14 @@ _CONFIG_SHARED = Statement.of(
 _CONFIG_EXCLUSIVE = Statement.of(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
 )
-# Requests with the same key serialise on it (even for different customers), so the second
-# sees the first's record; locks are taken in one sorted order, after the configuration's.
-_KEY_LOCKS = (
-    "(SELECT count(*) FROM (SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
-    "hashtextextended('idem:' || :t || ':' || :s || ':' || k, 0) AS h "
-    "FROM unnest(CAST(:keys AS text[])) k) x ORDER BY h) y)"
+# What a batch decides on, in one round trip (migration 0012): the tenant's row-level
+# security setting, the configuration's shared lock unless held (the lock of _CONFIG_SHARED),
+# the keys' locks, then, under a snapshot taken after them, the configuration unless held,
+# the customers locked in id order and the actor's first results for its keys.
+_PREPARE = Statement.of(
+    "SELECT * FROM c360_prepare_changes(:t, :s, CAST(:ids AS uuid[]), CAST(:keys AS text[]), "
+    ":hours, :config)"
 )
-_LOCK_KEYS = Statement.of(f"SELECT {_KEY_LOCKS}")
-_CONFIG_SHARED_AND_KEYS = Statement.of(
-    f"SELECT {TENANT_SQL}, pg_advisory_xact_lock_shared(hashtextextended('stage-config:' "
-    f"|| :t, 0)), {_KEY_LOCKS}"
-)
-
-
-@functools.cache
-def _prepared(config: bool, keys: bool) -> Statement:
-    """What a batch decides on, in one statement once its locks are held (each read must
-    see what the holders before it committed, so it comes in a statement after the lock):
-    the configuration unless already held, the customers locked in id order, the actor's
-    first results for its keys. The lifecycle's own time, not the row's: profile changes move
-    `updated_at` too, and a no-op answers with the time of the last lifecycle change (what
-    GET says), as the contract asks."""
-    parts = []
-    if config:
-        parts.append(
-            "SELECT 'config' AS kind, version, config::text, updated_at, updated_by, "
-            "NULL::uuid AS id, NULL AS stage, NULL::timestamptz AS entered_at, NULL AS key, "
-            "NULL AS fingerprint, NULL AS result FROM (SELECT version, config, updated_at, "
-            "updated_by FROM stage_configs WHERE tenant_id = :t ORDER BY version DESC LIMIT 1) x"
-        )
-    parts.append(
-        "SELECT 'customer' AS kind, version, NULL AS config, updated_at, "
-        "NULL AS updated_by, id, stage, stage_entered_at AS entered_at, NULL AS key, "
-        "NULL AS fingerprint, NULL AS result FROM (SELECT id, stage, version, "
-        "stage_entered_at, COALESCE(lifecycle_updated_at, updated_at) AS updated_at FROM customers "
-        "WHERE tenant_id = :t AND id = ANY(:ids) AND deleted_at IS NULL "
-        "ORDER BY id FOR UPDATE) c"
-    )
-    if keys:
-        parts.append(
-            "SELECT 'key', NULL, NULL, NULL, NULL, NULL, NULL, NULL, key, fingerprint, "
-            "result::text "
-            "FROM idempotency_keys WHERE tenant_id = :t AND subject = :s AND key = ANY(:keys) "
-            "AND created_at > now() - make_interval(hours => :hours)"
-        )
-    return Statement.of(" UNION ALL ".join(parts))
 
 
 # One statement, one round trip: history, current status, outbox, keys.
@@ -271,21 +232,19 @@ class SqlLifecycleRepository:
     async def prepare_changes(
         self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
     ) -> tuple[StageConfig, dict[uuid.UUID, CustomerState], dict[str, StoredResult]]:
-        """Two round trips: the locks (with the row-level security tenant), then the rows."""
+        """One round trip: the locks (with the row-level security tenant), then the rows."""
+        config = self._held.get(tenant_id)
+        if config is None:
+            self._one_tenant(tenant_id)
         params = {
             "t": tenant_id,
             "s": actor,
             "keys": list(keys),
             "ids": list(ids),
             "hours": IDEMPOTENCY_HOURS,
+            "config": config is None,
         }
-        config = self._held.get(tenant_id)
-        if config is None:
-            self._one_tenant(tenant_id)
-            await self.ex.run(_CONFIG_SHARED_AND_KEYS if keys else _CONFIG_SHARED, params)
-        elif keys:
-            await self.ex.run(_LOCK_KEYS, params)
-        rows = await self.ex.rows(_prepared(config is None, bool(keys)), params)
+        rows = await self.ex.rows(_PREPARE, params)
         states: dict[uuid.UUID, CustomerState] = {}
         stored: dict[str, StoredResult] = {}
         for kind, version, doc, updated_at, by, cid, stage, entered_at, key, fp, result in rows:
