@@ -95,6 +95,11 @@ class DrainInterrupted(Exception):
     failed publish to retry, never a reason for the relay to stop."""
 
 
+class SinkNotReady(ConnectionError):
+    """The sink's client is still making its first connection (the gateway starts while
+    Kafka is away): tried again shortly, neither counted as a failure nor reset."""
+
+
 class KafkaSink:
     name, column = "kafka", "published_at"
 
@@ -314,6 +319,9 @@ class OutboxRelay:
                     OUTBOX_ROWS.labels(sink.name).inc(n)
             except (asyncio.CancelledError, DrainStalled):
                 raise
+            except SinkNotReady:
+                await asyncio.sleep(self.poll_seconds)
+                continue
             except Exception as exc:
                 OUTBOX_FAILURES.labels(sink.name).inc()
                 log.warning("relay publish failed", sink=sink.name, error=type(exc).__name__)

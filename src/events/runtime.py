@@ -20,7 +20,7 @@ from .consumer import EventConsumer
 from .hub import Hub
 from .kafka import ensure_topics, make_producer
 from .pubsub import ResilientRedisBackend
-from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink
+from .relay import KafkaSink, OutboxRelay, OutboxRow, RedisSink, Sink, SinkNotReady
 from .sealer import Sealer
 from .signing import TargetPolicy
 from .webhooks import WebhookSink, WebhookWorker
@@ -102,13 +102,13 @@ class LazyKafkaSink:
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         if self.link.producer is None:
-            raise ConnectionError("kafka not connected yet")
+            raise SinkNotReady("kafka not connected yet")
         await KafkaSink(self.link.producer, self.tracing).publish(rows)
 
     async def reset(self) -> None:
         if self.link.producer is None:
-            # Not connected yet: the link's first connection is on its way; a second one
-            # made beside it would leak a producer.
+            # Not connected yet (a stall before the first connection): it is on its way, and
+            # a second one made beside it would leak a producer.
             await self.link.ready.wait()
             return
         await self.link.renew()
