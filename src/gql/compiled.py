@@ -159,8 +159,7 @@ class Compiler:
                 continue
             if not isinstance(extension, PermissionExtension) or extension.use_directives:
                 raise Unsupported(sel.name)  # behaviour this path does not know
-            else:
-                permissions.extend(extension.permissions)
+            permissions.extend(extension.permissions)
         arguments = self._arguments(field, sel)
         resolver = field.base_resolver
         if once and (resolver is None or not resolver.is_async):
@@ -181,14 +180,16 @@ class Compiler:
             func = _once(func, sel.key)
         takes_self = resolver.self_parameter is not None
         info_name = resolver.info_parameter.name if resolver.info_parameter else None
-        if takes_self and info_name is None and arguments is None and not permissions and not once:
+        # (never a run-once resolver: build() would call it without the run it needs)
+        simple = arguments is None and not permissions and not once
+        if takes_self and info_name is None and simple:
             # most fields of a row: a method of the object, nothing else to pass
 
             def method(source: Any, run: Run) -> Any:
                 return func(source)
 
             return method, resolver.is_async, Method(func)
-        if takes_self and arguments is None and not permissions and _identifier(info_name or ""):
+        if takes_self and simple and _identifier(info_name or ""):
             inline: Inline | None = Method(func, info_name)  # a row's nested object, say
         else:
             inline = None
