@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -276,3 +278,26 @@ def make_certificates(folder: Path, *, host: str = "localhost") -> dict[str, Pat
     )
     paths["key"].chmod(0o600)
     return paths
+
+
+# --- generated documents -----------------------------------------------------------------
+
+
+def examples(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
+    """`count` values drawn from `strategy`, the same ones every run (hypothesis-graphql's
+    documents for the differential tests)."""
+    out: list[Any] = []
+
+    @settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def collect(value: Any) -> None:
+        out.append(value)
+
+    collect()
+    return out

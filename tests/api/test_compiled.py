@@ -13,14 +13,13 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import nodes, queries
 
 from customer360.gql.fastpath import COMPILED
 from customer360.gql.schema import build_schema
 from tests.conftest import Api
-from tests.helpers import apply_event, renewed_event
+from tests.helpers import apply_event, examples, renewed_event
 
 CUSTOMER_FIELDS = """
   id tenantId name email phone companyName tier tags assignedTo createdAt updatedAt
@@ -224,21 +223,7 @@ def _generated(count: int, ids: list[str]) -> list[str]:
             nodes.String
         ),
     }
-    out: list[str] = []
-
-    @settings(
-        max_examples=count,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(queries(schema, custom_scalars=scalars))
-    def collect(query: str) -> None:
-        out.append(query)
-
-    collect()
-    return out
+    return examples(queries(schema, custom_scalars=scalars), count)
 
 
 async def test_generated_documents_agree_with_strawberry(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import mutations, nodes
 
 from customer360.gql.fastpath import COMPILED
 from customer360.gql.schema import build_schema
 from tests.conftest import Api
+from tests.helpers import examples
 
 PAYLOAD = """
   __typename success updatedAt
@@ -163,27 +163,7 @@ def _generated_mutations(count: int, ids: list[str], fields: list[str]) -> list[
         "Int": st.integers(0, 3).map(nodes.Int),
         "DateTime": st.sampled_from(["2000-01-01T00:00:00+00:00"]).map(nodes.String),
     }
-    out: list[str] = []
-
-    @settings(
-        max_examples=count,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(
-        mutations(
-            schema,
-            fields=fields,
-            custom_scalars=scalars,
-        )
-    )
-    def collect(document: str) -> None:
-        out.append(document)
-
-    collect()
-    return out
+    return examples(mutations(schema, fields=fields, custom_scalars=scalars), count)
 
 
 async def test_generated_stage_changes_agree_with_strawberry(api: Api, make_customer: Any) -> None:
