@@ -16,6 +16,7 @@ from hypothesis_graphql import mutations, nodes
 
 from customer360.gql.fastpath import COMPILED
 from customer360.gql.schema import build_schema
+from customer360.lifecycle import DEFAULT_CONFIG
 from tests.conftest import Api
 from tests.helpers import examples
 
@@ -53,11 +54,8 @@ async def test_a_stage_change_is_compiled_and_written_once(api: Api, make_custom
     assert _answered()["compiled"] == before["compiled"] + 1
     out = body["data"]["updateLifecycleStage"]
     assert out["transition"]["toStage"] == "Onboarded"
-    assert out["customer"]["lifecycle"] == {
-        "stage": "Onboarded",
-        "version": 2,
-        "allowedNextStages": out["customer"]["lifecycle"]["allowedNextStages"],
-    }
+    lifecycle = out["customer"]["lifecycle"]
+    assert (lifecycle["stage"], lifecycle["version"]) == ("Onboarded", 2)
     # and one change was written, not one per execution
     assert await _history(api, cid) == rows + 1
 
@@ -149,9 +147,6 @@ async def test_a_mutation_not_marked_to_run_once_is_strawberrys(api: Api) -> Non
     assert _answered()["compiled"] == before["compiled"]
 
 
-STAGES = ["Prospect", "Onboarded", "Active", "At-Risk", "Churned"]  # the default's
-
-
 def _generated_mutations(count: int, ids: list[str], fields: list[str]) -> list[str]:
     """Stage changes hypothesis-graphql derives from the schema: ids that exist (and one
     that does not), stages of the tenant's and others, every selection of the payloads."""
@@ -159,7 +154,7 @@ def _generated_mutations(count: int, ids: list[str], fields: list[str]) -> list[
     scalars = {
         "ID": st.sampled_from(ids).map(nodes.String),
         # stages (and reason codes, idempotency keys) mostly of the tenant's: real moves
-        "String": st.sampled_from([*STAGES, "NoSuchStage", ""]).map(nodes.String),
+        "String": st.sampled_from([*DEFAULT_CONFIG.stages, "NoSuchStage", ""]).map(nodes.String),
         "Int": st.integers(0, 3).map(nodes.Int),
         "DateTime": st.sampled_from(["2000-01-01T00:00:00+00:00"]).map(nodes.String),
     }
