@@ -21,7 +21,7 @@ from customer360.settings import Settings
 from tests.conftest import Api
 from tests.helpers import apply_event, created_event, read_topic, use_cases
 from tests.live.test_live import SUB, wait_for
-from tests.live.test_resilience import isolated, pending
+from tests.live.test_resilience import isolated, kafka_failures, pending
 from tests.live.wsclient import connect
 
 OUTAGE_SECONDS = float(os.environ.get("C360_TEST_OUTAGE_SECONDS", "3"))
@@ -35,12 +35,8 @@ async def _relayed(engine: AsyncEngine) -> bool:
     return await pending(engine, "redis_published_at") == 0
 
 
-def _kafka_failures() -> float:
-    return REGISTRY.get_sample_value("c360_outbox_failures_total", {"sink": "kafka"}) or 0.0
-
-
 async def _failed_since(before: float) -> bool:
-    return _kafka_failures() > before
+    return kafka_failures() > before
 
 
 async def test_redis_restart_then_broker_outage_loses_no_audit_event(
@@ -80,7 +76,7 @@ async def test_redis_restart_then_broker_outage_loses_no_audit_event(
                 assert seen["transition"]["toStage"] == "Onboarded"
             await wait_for(lambda: _published(engine), 60)
             # when the broker goes down, 20 changes commit, and it comes back empty
-            failed = _kafka_failures()
+            failed = kafka_failures()
             kafka.__exit__(None, None, None)
             usecases = use_cases(engine)
             moved: list[str] = []

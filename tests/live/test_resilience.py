@@ -82,7 +82,7 @@ async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_retu
     pg_server_url: str, settings: Settings
 ) -> None:
     port = free_port()  # nobody listens here yet: Kafka is down
-    failed = _kafka_failures()
+    failed = kafka_failures()
     async with (
         isolated(pg_server_url, settings, kafka_bootstrap=f"127.0.0.1:{port}") as (url, engine),
         httpx.AsyncClient(base_url=url) as http,
@@ -103,7 +103,7 @@ async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_retu
         assert await pending(engine, "published_at") == 9
         # a producer still making its first connection is not a failed publish (an alert
         # on c360_outbox_failures_total would fire at every start while Kafka is away)
-        assert _kafka_failures() == failed
+        assert kafka_failures() == failed
         # when Kafka comes back, everything committed is published, in order per customer
         with embedded_kafka(port) as bootstrap:
             await wait_for(lambda: _none_pending(engine), 60)
@@ -117,7 +117,8 @@ async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_retu
     assert seen == {cid: [1, 2, 3] for cid in customers}
 
 
-def _kafka_failures() -> float:
+def kafka_failures() -> float:
+    """Failed drains of the Kafka sink so far (c360_outbox_failures_total)."""
     return REGISTRY.get_sample_value("c360_outbox_failures_total", {"sink": "kafka"}) or 0.0
 
 
