@@ -256,6 +256,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             on_history=sealer.poke,
             webhook_policy=webhook_policy(settings),
             statement_span=statement_span,
+            write_batches=settings.write_batches,
         )
         try:
             verifier = TokenVerifier(settings)

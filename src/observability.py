@@ -92,6 +92,12 @@ SUBSCRIPTION_GROUPS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+WRITE_BATCH = Histogram(
+    "c360_write_batch_requests",
+    "Requests whose stage changes one transaction wrote (customer360.batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
 REJECTED = Counter(
     "c360_requests_rejected_total",
     "Requests refused before execution",

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = 0
     # The hot paths' own pool (data/db.driver_pool): the API's reads and stage changes.
     db_read_pool_size: int = Field(default=10, ge=1)
+    # Transactions writing one tenant's queued stage changes at once, per worker
+    # (customer360.batching): more overlap round trips, fewer share them.
+    write_batches: int = Field(default=2, ge=1)
     log_level: str = "INFO"
 
     # Tracing (src/tracing.py) is off unless OpenTelemetry's own environment asks for it; the

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.auth.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED, Reservation
+from customer360.batching import Batches, CommitFailed, Outcomes
 from customer360.data import export, privacy, webhooks
 from customer360.data.keys import TenantErased, keys_of
 from customer360.data.statements import StatementSpan
@@ -39,6 +40,7 @@ from customer360.lifecycle import (
 )
 from customer360.lifecycle.service import Clock
 from customer360.observability import REJECTED
+from customer360.tracing import outbox_trace_context
 
 __all__ = [
     "BackendUnavailable",
@@ -88,6 +90,7 @@ class UseCases:
         clock: Clock = utcnow,
         webhook_policy: TargetPolicy | None = None,
         statement_span: StatementSpan | None = None,
+        write_batches: int = 2,
     ) -> None:
         self._engine = engine
         # Where webhooks may point (https:// and public addresses, unless development says).
@@ -101,6 +104,9 @@ class UseCases:
         # then run on it. Without one (the CLI, tools) they run on the engine.
         self.pool: asyncpg.Pool | None = None
         self._statement_span = statement_span
+        # Concurrent requests' stage changes share transactions (customer360.batching).
+        self._batches = Batches(self._write, in_flight=write_batches)
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def _read(
         self,
@@ -143,16 +149,45 @@ class UseCases:
         tenant, actor = commands[0].tenant_id, commands[0].actor
         reservation = await self._limiter.reserve(tenant, actor, len(commands))
         granted = len(reservation.ids)
-        runs = [c if i < granted else replace(c, replay_only=True) for i, c in enumerate(commands)]
+        origin = outbox_trace_context()
+        runs = [
+            c
+            if i < granted and origin is None
+            else replace(c, replay_only=i >= granted, origin=origin)
+            for i, c in enumerate(commands)
+        ]
+        written = self._batches.submit(runs)
         try:
-            uow = self._uow() if self.pool is None else self._driver_uow(self.pool)
-            async with uow:
-                outcomes = await change_stages(uow.lifecycle, runs, self._clock)
-                if uow.lifecycle.written:
-                    await uow.commit()
+            outcomes = await asyncio.shield(written)
+        except asyncio.CancelledError:
+            # The batch is written all the same: its slots are settled when it ends, so a
+            # request given up on still counts what it changed.
+            written.add_done_callback(
+                lambda _: self._settle_later(tenant, actor, reservation, written)
+            )
+            raise
         except BaseException:
             await self._limiter.release(tenant, actor, reservation.ids)
             raise
+        return await self._settle(tenant, actor, reservation, outcomes)
+
+    async def _write(self, commands: Sequence[ChangeStage]) -> Outcomes:
+        """One batch of stage changes (customer360.batching), in one unit of work."""
+        uow = self._uow() if self.pool is None else self._driver_uow(self.pool)
+        async with uow:
+            outcomes = await change_stages(uow.lifecycle, commands, self._clock)
+            if uow.lifecycle.written:
+                try:
+                    await uow.commit()
+                except Exception as exc:
+                    raise CommitFailed from exc
+        return outcomes
+
+    async def _settle(
+        self, tenant: str, actor: str, reservation: Reservation, outcomes: Outcomes
+    ) -> Updated:
+        """Hand back the slots of what was refused or replayed: only accepted changes count."""
+        assert self._limiter is not None
         unused = [
             rid
             for rid, outcome in zip(reservation.ids, outcomes, strict=False)
@@ -164,6 +199,20 @@ class UseCases:
             reason = RATE_LIMIT_UNAVAILABLE if reservation.unavailable else RATE_LIMITED
             REJECTED.labels(reason).inc(refused)
         return Updated(outcomes, reservation.retry_after)
+
+    def _settle_later(
+        self, tenant: str, actor: str, reservation: Reservation, written: asyncio.Future[Outcomes]
+    ) -> None:
+        async def settle() -> None:
+            assert self._limiter is not None
+            if written.cancelled() or written.exception() is not None:
+                await self._limiter.release(tenant, actor, reservation.ids)
+            else:
+                await self._settle(tenant, actor, reservation, written.result())
+
+        task = asyncio.get_running_loop().create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def configure_stages(
         self,

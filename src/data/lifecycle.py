@@ -18,7 +18,7 @@ from customer360.lifecycle import (
     config_from_json,
 )
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
-from customer360.tracing import outbox_trace_context
+from customer360.tracing import TraceContext, outbox_trace_context
 
 from . import outbox
 from .chain import DEFER_TO_SEALER, STAGE_SUMMARY
@@ -44,13 +44,13 @@ _CONFIG_SHARED = Statement.of(
 _CONFIG_EXCLUSIVE = Statement.of(
     f"SELECT {TENANT_SQL}, pg_advisory_xact_lock(hashtextextended('stage-config:' || :t, 0))"
 )
-# What a batch decides on, in one round trip (migration 0012): the tenant's row-level
+# What a batch decides on, in one round trip (migrations 0012, 0013): the tenant's row-level
 # security setting, the configuration's shared lock unless held (the lock of _CONFIG_SHARED),
-# the keys' locks, then, under a snapshot taken after them, the configuration unless held,
-# the customers locked in id order and the actor's first results for its keys.
+# the (actor, key) locks, then, under a snapshot taken after them, the configuration unless
+# held, the customers locked in id order and the first results of those keys.
 _PREPARE = Statement.of(
-    "SELECT * FROM c360_prepare_changes(:t, :s, CAST(:ids AS uuid[]), CAST(:keys AS text[]), "
-    ":hours, :config)"
+    "SELECT * FROM c360_prepare_batch(:t, CAST(:ids AS uuid[]), CAST(:subjects AS text[]), "
+    "CAST(:keys AS text[]), :hours, :config)"
 )
 
 
@@ -61,9 +61,10 @@ WITH t AS (
     CAST(:ids AS uuid[]), CAST(:customer_ids AS uuid[]), CAST(:versions AS int[]),
     CAST(:froms AS text[]), CAST(:tos AS text[]), CAST(:ats AS timestamptz[]),
     CAST(:bys AS text[]), CAST(:reasons AS text[]), CAST(:sources AS text[]),
-    CAST(:config_versions AS int[]), CAST(:events AS jsonb[])
+    CAST(:config_versions AS int[]), CAST(:events AS jsonb[]),
+    CAST(:traceparents AS text[]), CAST(:tracestates AS text[])
   ) AS t(id, customer_id, version, from_stage, to_stage, changed_at, changed_by,
-         reason_code, source, config_version, event)
+         reason_code, source, config_version, event, traceparent, tracestate)
 ),
 hist AS (
   INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, from_stage, to_stage,
@@ -93,8 +94,7 @@ box AS (
   -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
   -- this database. The relays publish it once sealed.
   {outbox.INSERT_LINKED}
-  SELECT :t, :topic, t.customer_id::text, t.event, hist.id,
-         CAST(:traceparent AS text), CAST(:tracestate AS text)
+  SELECT :t, :topic, t.customer_id::text, t.event, hist.id, t.traceparent, t.tracestate
   FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
   RETURNING id, key
 ),
@@ -230,28 +230,42 @@ class SqlLifecycleRepository:
         self.written = True
 
     async def prepare_changes(
-        self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
-    ) -> tuple[StageConfig, dict[uuid.UUID, CustomerState], dict[str, StoredResult]]:
+        self, tenant_id: str, ids: Sequence[uuid.UUID], keys: Sequence[tuple[str, str]]
+    ) -> tuple[StageConfig, dict[uuid.UUID, CustomerState], dict[tuple[str, str], StoredResult]]:
         """One round trip: the locks (with the row-level security tenant), then the rows."""
         config = self._held.get(tenant_id)
         if config is None:
             self._one_tenant(tenant_id)
+        pairs = sorted(set(keys))
         params = {
             "t": tenant_id,
-            "s": actor,
-            "keys": list(keys),
+            "subjects": [s for s, _ in pairs],
+            "keys": [k for _, k in pairs],
             "ids": list(ids),
             "hours": IDEMPOTENCY_HOURS,
             "config": config is None,
         }
         rows = await self.ex.rows(_PREPARE, params)
         states: dict[uuid.UUID, CustomerState] = {}
-        stored: dict[str, StoredResult] = {}
-        for kind, version, doc, updated_at, by, cid, stage, entered_at, key, fp, result in rows:
+        stored: dict[tuple[str, str], StoredResult] = {}
+        for (
+            kind,
+            version,
+            doc,
+            updated_at,
+            by,
+            cid,
+            stage,
+            entered_at,
+            subject,
+            key,
+            fp,
+            result,
+        ) in rows:
             if kind == "customer":
                 states[cid] = CustomerState(cid, stage, version, entered_at, updated_at)
             elif kind == "key":
-                stored[key] = StoredResult(fp, result_from_json(orjson.loads(result)))
+                stored[(subject, key)] = StoredResult(fp, result_from_json(orjson.loads(result)))
             else:
                 config = config_from_json(
                     orjson.loads(doc), version=version, updated_at=updated_at, updated_by=by
@@ -270,17 +284,17 @@ class SqlLifecycleRepository:
         ts = transitions
         self.recorded.extend(ts)
         self.written = True
-        # The span this change is written under (a request's, a consumed event's): the audit
-        # event joins its trace. None, and so NULL, when tracing is off.
-        traced = outbox_trace_context()
+        # Where each change began: its command's origin (the request that asked, when several
+        # requests share this batch), else the span it is written under (a consumed event's).
+        # The audit event joins that trace. None, and so NULL, when tracing is off.
+        here = outbox_trace_context()
+        traces = [x.origin if isinstance(x.origin, TraceContext) else here for x in ts]
         rows = await self.ex.rows(
             _RECORD,
             {
                 "t": tenant_id,
                 "hours": IDEMPOTENCY_HOURS,
                 "topic": AUDIT_TOPIC,
-                "traceparent": traced.traceparent if traced else None,
-                "tracestate": traced.tracestate if traced else None,
                 "ids": [x.id for x in ts],
                 "customer_ids": [x.customer_id for x in ts],
                 "versions": [x.version for x in ts],
@@ -292,6 +306,8 @@ class SqlLifecycleRepository:
                 "sources": [x.source.value for x in ts],
                 "config_versions": [x.config_version for x in ts],
                 "events": [orjson.dumps(audit_event(x)).decode() for x in ts],
+                "traceparents": [x.traceparent if x else None for x in traces],
+                "tracestates": [x.tracestate if x else None for x in traces],
                 "k_subjects": [k.actor for k in idempotency],
                 "k_keys": [k.key for k in idempotency],
                 "k_fingerprints": [k.fingerprint for k in idempotency],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -28,6 +28,10 @@ class ChangeStage:
     idempotency_key: str | None = None
     # Over the rate limit: only an idempotent replay may be served, nothing may change.
     replay_only: bool = False
+    # The caller's own tag for where this change began (a request's trace context), carried
+    # to the transition it makes; the domain never reads it. Commands of several requests
+    # share one batch, so a tag per batch would name the wrong request.
+    origin: object = field(default=None, compare=False)
 
     def fingerprint(self) -> str:
         """What a replay must repeat to count as the same request."""
@@ -48,6 +52,8 @@ class Transition:
     source: Source
     version: int
     config_version: int
+    # The command's `origin`, for the audit event's trace context.
+    origin: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ class LifecycleRepository(Protocol):
     async def save_config(self, tenant_id: str, config: StageConfig) -> None: ...
 
     async def prepare_changes(
-        self, tenant_id: str, ids: Sequence[UUID], actor: str, keys: Sequence[str]
-    ) -> tuple[StageConfig, dict[UUID, CustomerState], dict[str, StoredResult]]:
+        self, tenant_id: str, ids: Sequence[UUID], keys: Sequence[tuple[str, str]]
+    ) -> tuple[StageConfig, dict[UUID, CustomerState], dict[tuple[str, str], StoredResult]]:
         """What a batch of changes decides on, held steady until commit: the configuration,
-        the customers of `ids` (locked; missing ones left out) and the actor's first results
-        for `keys`."""
+        the customers of `ids` (locked; missing ones left out) and the first results of the
+        (actor, idempotency key) pairs of `keys`."""
         ...
 
     async def record(

@@ -57,20 +57,21 @@ def _decide(
     cmd: ChangeStage,
     config: StageConfig,
     states: dict[uuid.UUID, CustomerState],
-    stored: dict[str, StoredResult],
+    stored: dict[tuple[str, str], StoredResult],
     now: datetime,
 ) -> tuple[ChangeResult, Transition | None]:
     check_command(cmd)
+    key = (cmd.actor, cmd.idempotency_key) if cmd.idempotency_key is not None else None
     if cmd.replay_only:
-        first = stored.get(cmd.idempotency_key) if cmd.idempotency_key is not None else None
+        first = stored.get(key) if key is not None else None
         if first is None or first.fingerprint != cmd.fingerprint():
             raise DomainError(Code.RATE_LIMITED, "Over the limit of lifecycle updates per hour")
         return replace(first.result, replayed=True), None
     state = states.get(cmd.customer_id)
     if state is None:
         raise not_found()
-    if cmd.idempotency_key is not None and cmd.idempotency_key in stored:
-        first = stored[cmd.idempotency_key]
+    if key is not None and key in stored:
+        first = stored[key]
         if first.fingerprint != cmd.fingerprint():
             raise bad_input(
                 "This Idempotency-Key was used with a different request",
@@ -102,6 +103,7 @@ def _decide(
         source=cmd.source,
         version=state.version + 1,
         config_version=config.version,
+        origin=cmd.origin,
     )
     state.stage, state.version, state.entered_at, state.updated_at = (
         cmd.stage,
@@ -115,7 +117,9 @@ def _decide(
 async def change_stages(
     repo: LifecycleRepository, commands: Sequence[ChangeStage], clock: Clock = utcnow
 ) -> list[ChangeResult | DomainError]:
-    """Apply commands of one tenant and actor in order; each succeeds or fails on its own.
+    """Apply commands of one tenant in order; each succeeds or fails on its own, as if each
+    ran alone in that order. Their actors may differ (the commands of concurrent requests,
+    written in one unit of work): each actor's idempotency keys are its own.
 
     Everything that succeeded is written through `repo` (history, counts, outbox rows,
     idempotency records) for the caller's one commit.
@@ -124,13 +128,13 @@ async def change_stages(
         return []
     if len(commands) > MAX_BULK:
         raise bad_input(f"At most {MAX_BULK} changes per call", Reason.TOO_MANY_ITEMS)
-    tenant_id, actor = commands[0].tenant_id, commands[0].actor
-    if any(c.tenant_id != tenant_id or c.actor != actor for c in commands):
-        raise ValueError("one unit of work serves one tenant and one actor")
+    tenant_id = commands[0].tenant_id
+    if any(c.tenant_id != tenant_id for c in commands):
+        raise ValueError("one unit of work serves one tenant")
     outcomes: list[ChangeResult | DomainError] = []
     ids = sorted({c.customer_id for c in commands})
-    keys = sorted({c.idempotency_key for c in commands if c.idempotency_key is not None})
-    config, states, stored = await repo.prepare_changes(tenant_id, ids, actor, keys)
+    keys = sorted({(c.actor, c.idempotency_key) for c in commands if c.idempotency_key is not None})
+    config, states, stored = await repo.prepare_changes(tenant_id, ids, keys)
     now = clock()
     transitions: list[Transition] = []
     remembered: list[IdempotencyRecord] = []
@@ -146,9 +150,9 @@ async def change_stages(
         if transition is not None:
             transitions.append(transition)
         if cmd.idempotency_key is not None:
-            stored[cmd.idempotency_key] = StoredResult(cmd.fingerprint(), result)
+            stored[(cmd.actor, cmd.idempotency_key)] = StoredResult(cmd.fingerprint(), result)
             remembered.append(
-                IdempotencyRecord(actor, cmd.idempotency_key, cmd.fingerprint(), result)
+                IdempotencyRecord(cmd.actor, cmd.idempotency_key, cmd.fingerprint(), result)
             )
         outcomes.append(result)
     if transitions or remembered:

@@ -49,12 +49,12 @@ class FakeRepo:
     async def save_config(self, tenant_id: str, config: StageConfig) -> None: ...
 
     async def prepare_changes(  # type: ignore[no-untyped-def]
-        self, tenant_id: str, ids: Sequence[uuid.UUID], actor: str, keys: Sequence[str]
+        self, tenant_id: str, ids: Sequence[uuid.UUID], keys: Sequence[tuple[str, str]]
     ):
         return (
             self.config,
             {i: replace(self.customers[i]) for i in ids if i in self.customers},
-            {k: self.keys[(actor, k)] for k in keys if (actor, k) in self.keys},
+            {k: self.keys[k] for k in keys if k in self.keys},
         )
 
     async def record(
