@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from customer360.auth.ratelimit import RateLimiter, Unlimited
 from customer360.data.chain import STAGE_SUMMARY
 from customer360.data.db import driver_pool
 from customer360.data.uow import DriverUnitOfWork, SqlUnitOfWork
 from customer360.lifecycle import ConfigProposal, DomainError, Reason, change_stages
 from customer360.lifecycle.service import configure_stages
+from customer360.tracing import TraceContext
+from customer360.usecases import Limiter, UseCases
 from tests.helpers import StageChanges, change, seal, use_cases
 from tests.helpers import command as cmd
 
@@ -302,3 +308,138 @@ async def test_a_change_waits_for_a_configuration_save_and_decides_on_the_saved_
         await moving
     assert refused.value.reason is Reason.INVALID_STAGE
     assert [r.to_stage for r in await history(engine, tenant, cid)] == ["Prospect"]
+
+
+def batching_use_cases(engine: AsyncEngine, limiter: Limiter | None = None) -> UseCases:
+    """One batch of a tenant at a time, so who shares a transaction is known."""
+    uc = UseCases(engine, limiter=limiter or Unlimited(), write_batches=1)
+    uc.pool = StageChanges.pool
+    return uc
+
+
+@contextlib.asynccontextmanager
+async def row_held(engine: AsyncEngine, tenant: str, cid: uuid.UUID) -> AsyncIterator[None]:
+    """Another transaction holds a customer's row until the block ends."""
+    async with engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM customers WHERE tenant_id=:t AND id=:c FOR UPDATE"),
+            {"t": tenant, "c": cid},
+        )
+        yield
+        await holder.rollback()
+
+
+async def test_requests_queued_behind_a_batch_share_one_transaction_each_with_its_own_outcome(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    # given a batch waiting for a customer's row
+    a, b, held = await make_customer(), await make_customer(), await make_customer()
+    uc = batching_use_cases(engine)
+    async with row_held(engine, tenant, held):
+        first = asyncio.create_task(uc.update_stages([cmd(tenant, held, "Onboarded")]))
+        await asyncio.sleep(0.2)
+        # when requests of five actors queue behind it, in this order
+        asks = [
+            cmd(tenant, a, "Onboarded", idempotency_key="k"),
+            replace(cmd(tenant, b, "Onboarded", idempotency_key="k"), actor="user-2"),
+            replace(cmd(tenant, a, "Active", expected_version=2), actor="user-3"),
+            replace(cmd(tenant, a, "Prospect", expected_version=2), actor="user-4"),
+            replace(cmd(tenant, b, "Nowhere"), actor="user-5"),
+            cmd(tenant, a, "Onboarded", idempotency_key="k"),
+        ]
+        later = [asyncio.create_task(uc.update_stages([x])) for x in asks]
+        await asyncio.sleep(0.1)
+        assert not first.done() and not any(t.done() for t in later)
+    await first
+    out = [(await t).outcomes[0] for t in later]
+    # then each gets what it would have got alone in that order: user-2's key "k" is its own,
+    # user-3 sees user-1's change, user-4 is too late, user-5's stage is refused and
+    # user-1's second request replays its first
+    moved_a, moved_b, active, late, nowhere, replay = out
+    assert not isinstance(moved_a, DomainError) and not isinstance(moved_b, DomainError)
+    assert not isinstance(active, DomainError) and not isinstance(replay, DomainError)
+    assert (moved_a.stage, moved_a.version, moved_b.version, active.version) == (
+        "Onboarded",
+        2,
+        2,
+        3,
+    )
+    assert isinstance(late, DomainError) and late.details.get("current_version") == 3
+    assert isinstance(nowhere, DomainError) and nowhere.reason is Reason.INVALID_STAGE
+    assert replay.replayed and replay.transition == moved_a.transition
+    assert [r.to_stage for r in await history(engine, tenant, a)] == [
+        "Prospect",
+        "Onboarded",
+        "Active",
+    ]
+    # and the queued requests' changes were written by one transaction
+    xmins = (
+        "SELECT DISTINCT xmin::text FROM lifecycle_history "
+        "WHERE tenant_id=:t AND version > 1 AND customer_id <> :h"
+    )
+    async with engine.connect() as c:
+        assert len((await c.execute(text(xmins), {"t": tenant, "h": held})).all()) == 1
+
+
+async def test_requests_given_up_on_count_against_the_budget_only_for_what_they_changed(
+    engine: AsyncEngine, tenant: str, make_customer, redis_url: str
+) -> None:
+    # given two requests of one user waiting for a customer's row, one of them a refused move
+    cid = await make_customer()
+    redis = aioredis.from_url(redis_url)
+    limiter = RateLimiter(redis, limit=10)
+    uc = batching_use_cases(engine, limiter)
+    try:
+        async with row_held(engine, tenant, cid):
+            waiting = [
+                asyncio.create_task(uc.update_stages([cmd(tenant, cid, "Active")])),
+                asyncio.create_task(uc.update_stages([cmd(tenant, cid, "Nowhere")])),
+            ]
+            await asyncio.sleep(0.2)
+            # when both callers give up while they wait
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        # then the move is written once the row frees, and only it keeps its slot
+        key = RateLimiter.key(tenant, "user-1")
+        for _ in range(100):
+            if len(await history(engine, tenant, cid)) == 2 and await redis.zcard(key) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert [r.to_stage for r in await history(engine, tenant, cid)] == ["Prospect", "Active"]
+        assert await redis.zcard(key) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_each_request_in_a_shared_batch_keeps_its_own_trace_on_its_audit_event(
+    engine: AsyncEngine, tenant: str, make_customer
+) -> None:
+    # given two requests, each under a trace of its own, queued behind a waiting batch
+    a, b, held = await make_customer(), await make_customer(), await make_customer()
+    traces = {
+        a: TraceContext("00-" + "a" * 32 + "-" + "1" * 16 + "-01", "k=a"),
+        b: TraceContext("00-" + "b" * 32 + "-" + "2" * 16 + "-01"),
+    }
+    uc = batching_use_cases(engine)
+    async with row_held(engine, tenant, held):
+        first = asyncio.create_task(uc.update_stages([cmd(tenant, held, "Onboarded")]))
+        await asyncio.sleep(0.2)
+        later = [
+            asyncio.create_task(uc.update_stages([cmd(tenant, c, "Active", origin=t)]))
+            for c, t in traces.items()
+        ]
+        await asyncio.sleep(0.1)
+    await asyncio.gather(first, *later)
+    # then each audit event names its own request's trace
+    rows = (
+        "SELECT key, traceparent, tracestate FROM outbox WHERE tenant_id=:t AND key <> :h "
+        "AND history_id IS NOT NULL"
+    )
+    async with engine.connect() as c:
+        got = {
+            k: TraceContext(p, s)
+            for k, p, s in await c.execute(text(rows), {"t": tenant, "h": str(held)})
+        }
+    assert got == {str(c): t for c, t in traces.items()}

@@ -224,3 +224,36 @@ async def test_a_change_never_predates_the_previous_one(world) -> None:  # type:
     _repo, uow, cid = world
     r = await change_stage(uow, cmd(cid, "Active"), lambda: T0 - timedelta(days=1))
     assert r.transition.changed_at == T0  # type: ignore[union-attr]
+
+
+async def test_commands_of_several_actors_keep_their_own_idempotency_keys(world) -> None:  # type: ignore[no-untyped-def]
+    # given one call holding the commands of two actors (two requests sharing one batch), both
+    # using the key "k", and a third command replaying the first actor's key
+    repo, uow, cid = world
+    first = cmd(cid, "Onboarded", idempotency_key="k")
+    other = replace(cmd(cid, "Active", idempotency_key="k"), actor="user-2")
+    again = cmd(cid, "Onboarded", idempotency_key="k")
+    # when they are decided in that order
+    a, b, c = await change_stages(uow, [first, other, again], clock)
+    # then the second actor's "k" is its own key, not a reuse of the first's, and the first
+    # actor's replay gets its first result back
+    assert not isinstance(a, DomainError) and not isinstance(b, DomainError)
+    assert (a.stage, a.version, b.stage, b.version) == ("Onboarded", 2, "Active", 3)
+    assert not isinstance(c, DomainError) and c.replayed and c.transition == a.transition
+    assert sorted(repo.keys) == [("user-1", "k"), ("user-2", "k")]
+    assert [t.changed_by for t in repo.history] == ["user-1", "user-2"]
+
+
+async def test_a_command_of_another_tenant_is_refused_before_anything_is_read(world) -> None:  # type: ignore[no-untyped-def]
+    _, uow, cid = world
+    with pytest.raises(ValueError, match="one tenant"):
+        await change_stages(
+            uow, [cmd(cid, "Active"), replace(cmd(cid, "Active"), tenant_id="u")], clock
+        )
+
+
+async def test_a_commands_origin_is_carried_to_its_transition(world) -> None:  # type: ignore[no-untyped-def]
+    repo, uow, cid = world
+    tag = object()
+    await change_stage(uow, cmd(cid, "Active", origin=tag), clock)
+    assert repo.history[-1].origin is tag
