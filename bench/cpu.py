@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -64,11 +65,24 @@ async def measure(seconds: int, scenario: str) -> None:
         before = cpu_seconds(pid)
         r = wrk(f"{base}/graphql", script, connections, seconds)
         used = cpu_seconds(pid) - before
+        batches = _batch_sizes(base)
     print(
         f"{SERVED} {scenario} {r.rate:,.0f}/s  worker CPU {used / r.requests * 1e6:.0f} us/request "
-        f"({used / seconds:.0%} of a core)  errors {r.errors}",
+        f"({used / seconds:.0%} of a core)  errors {r.errors}{batches}",
         flush=True,
     )
+
+
+def _batch_sizes(base: str) -> str:
+    """Requests per write transaction since the start (customer360.batching), when the
+    commit measured has them."""
+    import httpx
+
+    text = httpx.get(f"{base}/metrics").text
+    found = dict(re.findall(r"^c360_write_batch_requests_(sum|count) (\S+)$", text, re.M))
+    if "count" not in found or not float(found["count"]):
+        return ""
+    return f"  requests per write transaction {float(found['sum']) / float(found['count']):.2f}"
 
 
 def main() -> None:
