@@ -18,9 +18,9 @@ whether anything was kept, as for a request alone: every request of that batch g
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+from customer360.coalesce import Lanes, Waiting
 from customer360.lifecycle import ChangeResult, ChangeStage, DomainError
 from customer360.lifecycle.service import MAX_BULK
 from customer360.observability import WRITE_BATCH
@@ -36,68 +36,26 @@ class CommitFailed(Exception):
     requests get the cause."""
 
 
-class _Lane:
-    """One tenant's requests waiting, and how many of its batches are being written."""
-
-    __slots__ = ("running", "waiting")
-
-    def __init__(self) -> None:
-        self.waiting: deque[tuple[Sequence[ChangeStage], asyncio.Future[Outcomes]]] = deque()
-        self.running = 0
-
-
 class Batches:
     """Writes each tenant's queued requests, `in_flight` batches at a time per tenant, at
     most `MAX_BULK` commands a batch (a larger request goes alone, and is refused for it)."""
 
     def __init__(self, write: Write, *, in_flight: int) -> None:
-        if in_flight < 1:
-            raise ValueError("in_flight must be at least 1")
         self._write = write
-        self._in_flight = in_flight
-        self._lanes: dict[str, _Lane] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._lanes: Lanes[Sequence[ChangeStage], Outcomes] = Lanes(
+            self._run, in_flight=in_flight, weight=len, max_weight=MAX_BULK
+        )
 
     def submit(self, commands: Sequence[ChangeStage]) -> asyncio.Future[Outcomes]:
         """The outcomes of `commands` (one tenant's, not empty), once written. The batch is
         written whether or not anyone still waits for it."""
-        tenant = commands[0].tenant_id
-        lane = self._lanes.get(tenant)
-        if lane is None:
-            lane = self._lanes[tenant] = _Lane()
-        done: asyncio.Future[Outcomes] = asyncio.get_running_loop().create_future()
-        lane.waiting.append((commands, done))
-        if lane.running < self._in_flight:
-            lane.running += 1
-            task = asyncio.create_task(self._drain(tenant, lane))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return done
+        return self._lanes.submit(commands[0].tenant_id, commands)
 
-    async def _drain(self, tenant: str, lane: _Lane) -> None:
-        try:
-            while lane.waiting:
-                await self._run(_take(lane.waiting))
-        except asyncio.CancelledError:
-            while lane.waiting:
-                lane.waiting.popleft()[1].cancel()
-            raise
-        finally:
-            lane.running -= 1
-            if not lane.running and not lane.waiting:
-                del self._lanes[tenant]
-
-    async def _run(
-        self, batch: list[tuple[Sequence[ChangeStage], asyncio.Future[Outcomes]]]
-    ) -> None:
+    async def _run(self, batch: Waiting[Sequence[ChangeStage], Outcomes]) -> None:
         WRITE_BATCH.observe(len(batch))
         commands = [c for cmds, _ in batch for c in cmds]
         try:
             outcomes = await self._write(commands)
-        except asyncio.CancelledError:  # the process stops: nobody may wait forever
-            for _, done in batch:
-                done.cancel()
-            raise
         except CommitFailed as exc:
             cause = exc.__cause__ or exc
             for _, done in batch:
@@ -107,27 +65,14 @@ class Batches:
             if len(batch) == 1:
                 _fail(batch[0][1], exc)
                 return
-            for cmds, done in batch:  # nothing was written: each alone, in order
-                await self._run([(cmds, done)])
+            for one in batch:  # nothing was written: each alone, in order
+                await self._run([one])
             return
         start = 0
         for cmds, done in batch:
             if not done.done():
                 done.set_result(outcomes[start : start + len(cmds)])
             start += len(cmds)
-
-
-def _take(
-    waiting: deque[tuple[Sequence[ChangeStage], asyncio.Future[Outcomes]]],
-) -> list[tuple[Sequence[ChangeStage], asyncio.Future[Outcomes]]]:
-    """The next batch: the oldest request, then those after it while the batch holds at most
-    MAX_BULK commands and all are of one tenant's lane."""
-    batch = [waiting.popleft()]
-    size = len(batch[0][0])
-    while waiting and size + len(waiting[0][0]) <= MAX_BULK:
-        size += len(waiting[0][0])
-        batch.append(waiting.popleft())
-    return batch
 
 
 def _fail(done: asyncio.Future[Outcomes], exc: BaseException) -> None:
