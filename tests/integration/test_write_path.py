@@ -434,8 +434,9 @@ async def test_each_request_in_a_shared_batch_keeps_its_own_trace_on_its_audit_e
     await asyncio.gather(first, *later)
     # then each audit event names its own request's trace
     rows = (
-        "SELECT key, traceparent, tracestate FROM outbox WHERE tenant_id=:t AND key <> :h "
-        "AND history_id IS NOT NULL"
+        "SELECT o.key, o.traceparent, o.tracestate FROM outbox o "
+        "JOIN lifecycle_history h ON h.id = o.history_id "
+        "WHERE o.tenant_id = :t AND o.key <> :h AND h.version = 2"
     )
     async with engine.connect() as c:
         got = {
