@@ -245,7 +245,7 @@ class UseCases:
         parsed = parse_event(event)
         try:
             async with self._uow() as uow:
-                outcome = await handle(uow, parsed, self._clock())
+                outcome = await handle(uow, parsed, self._clock)
                 if outcome is Outcome.APPLIED:
                     await uow.commit()
         except TenantErased as exc:

@@ -24,6 +24,7 @@ from customer360.lifecycle import (
     start_lifecycle,
 )
 from customer360.lifecycle.config import CONSUMED_EVENT_TYPES
+from customer360.lifecycle.service import Clock
 
 TIERS = frozenset({"FREE", "BASIC", "PRO", "ENTERPRISE"})
 TEXT_FIELDS = ("name", "email", "phone", "company_name", "assigned_to")
@@ -135,8 +136,13 @@ def parse_event(event: Any) -> Event:
     return Event(source, event_id, type_, tenant, _customer_id(data), dict(data))
 
 
-async def handle(uow: SqlUnitOfWork, ev: Event, now: datetime) -> Outcome:
-    """The event's effects inside the caller's unit of work (which alone commits)."""
+async def handle(uow: SqlUnitOfWork, ev: Event, clock: Clock) -> Outcome:
+    """The event's effects inside the caller's unit of work (which alone commits).
+
+    A stage change it makes reads `clock` where a request's does: under its locks, just
+    before it is written. Its `changedAt` is then as close to its commit as a mutation's,
+    not earlier by the event's other statements."""
+    now = clock()
     # The configuration lock first, as on every write path, before any customer row.
     await uow.lifecycle.stage_config(ev.tenant, for_write=True)
     if not await uow.customers.mark_processed(ev.source, ev.id, ev.tenant, ev.type):
@@ -152,7 +158,7 @@ async def handle(uow: SqlUnitOfWork, ev: Event, now: datetime) -> Outcome:
             source=Source.EVENT_LISTENER,
             reason_code=ev.type,
         )
-        (outcome,) = await change_stages(uow.lifecycle, [cmd], lambda: now)
+        (outcome,) = await change_stages(uow.lifecycle, [cmd], clock)
         # A move the tenant's rules refuse is skipped; the event's other effects stand.
         if isinstance(outcome, DomainError) and outcome.code is Code.NOT_FOUND:
             raise EventRejected(f"unknown customer {ev.customer_id}")
