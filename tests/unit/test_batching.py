@@ -52,6 +52,16 @@ class FakeWrite:
             self.running -= 1
 
 
+async def behind_a_batch(write: FakeWrite) -> tuple[Batches, asyncio.Future[Outcomes]]:
+    """One batch at a time, the first one written and held at `write`'s closed gate: what is
+    submitted next waits for it."""
+    write.gate.clear()
+    batches = Batches(write, in_flight=1)
+    first = batches.submit(ask("A"))
+    await asyncio.sleep(0)
+    return batches, first
+
+
 async def test_a_lone_request_is_written_at_once_alone() -> None:
     write = FakeWrite()
     batches = Batches(write, in_flight=1)
@@ -63,10 +73,7 @@ async def test_a_lone_request_is_written_at_once_alone() -> None:
 async def test_requests_queued_behind_a_batch_share_the_next_and_get_their_own_outcomes() -> None:
     # given a batch being written
     write = FakeWrite()
-    write.gate.clear()
-    batches = Batches(write, in_flight=1)
-    first = batches.submit(ask("A"))
-    await asyncio.sleep(0)
+    batches, first = await behind_a_batch(write)
     # when three requests arrive meanwhile, one of them with two commands
     later = [batches.submit(ask("B")), batches.submit(ask("C", n=2)), batches.submit(ask("D"))]
     write.gate.set()
@@ -97,10 +104,7 @@ async def test_at_most_in_flight_batches_of_a_tenant_run_at_once_other_tenants_a
 
 async def test_a_batch_holds_at_most_max_bulk_commands() -> None:
     write = FakeWrite()
-    write.gate.clear()
-    batches = Batches(write, in_flight=1)
-    first = batches.submit(ask("A"))
-    await asyncio.sleep(0)
+    batches, first = await behind_a_batch(write)
     big = [batches.submit(ask("B", n=MAX_BULK // 2 + 1)) for _ in range(2)]
     write.gate.set()
     await asyncio.gather(first, *big)
@@ -110,11 +114,8 @@ async def test_a_batch_holds_at_most_max_bulk_commands() -> None:
 async def test_a_batch_refused_before_commit_is_written_again_one_request_at_a_time() -> None:
     # given three requests sharing a batch, the middle one's change refused by the database
     write = FakeWrite()
-    write.gate.clear()
     write.refuse = {"bad"}
-    batches = Batches(write, in_flight=1)
-    first = batches.submit(ask("A"))
-    await asyncio.sleep(0)
+    batches, first = await behind_a_batch(write)
     shared = [batches.submit(ask("B")), batches.submit(ask("bad")), batches.submit(ask("C"))]
     write.gate.set()
     await first
@@ -127,11 +128,8 @@ async def test_a_batch_refused_before_commit_is_written_again_one_request_at_a_t
 
 async def test_a_failed_commit_is_every_requests_and_nothing_is_written_again() -> None:
     write = FakeWrite()
-    write.gate.clear()
     write.commit_fails = {"B"}
-    batches = Batches(write, in_flight=1)
-    first = batches.submit(ask("A"))
-    await asyncio.sleep(0)
+    batches, first = await behind_a_batch(write)
     shared = [batches.submit(ask("B")), batches.submit(ask("C"))]
     write.gate.set()
     await first
@@ -155,10 +153,7 @@ async def test_a_request_given_up_on_is_written_all_the_same() -> None:
 
 async def test_stopping_cancels_the_batch_and_whoever_waits_behind_it() -> None:
     write = FakeWrite()
-    write.gate.clear()
-    batches = Batches(write, in_flight=1)
-    first = batches.submit(ask("A"))
-    await asyncio.sleep(0)
+    batches, first = await behind_a_batch(write)
     queued = batches.submit(ask("B"))
     for task in asyncio.all_tasks():
         if task is not asyncio.current_task():
