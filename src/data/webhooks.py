@@ -244,23 +244,27 @@ async def replay_delivery(
 
 # --- the relay's sink and the worker, in the system scope ------------------------------------
 
-# One delivery per matching endpoint and audit event; endpoints see the events written after
-# they were registered. Idempotent: a re-published batch makes no second delivery.
-FAN_OUT = text(
-    f"""
-INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, outbox_id, customer_id, event_id,
-                                event_type, payload, status, attempts, next_attempt_at,
-                                created_at)
-SELECT o.tenant_id, gen_random_uuid(), e.id, o.id, o.key, o.payload->>'id', o.topic, o.payload,
-       'pending', 0, now(), now()
-FROM outbox o
-JOIN webhook_endpoints e ON e.tenant_id = o.tenant_id AND e.active AND e.created_at <= o.created_at
-WHERE o.id = ANY(:ids) AND o.topic = '{AUDIT_TOPIC}'
-  AND (cardinality(e.event_types) = 0 OR o.topic = ANY(e.event_types))
-  AND (cardinality(e.stages) = 0 OR o.payload->'data'->>'to_stage' = ANY(e.stages))
-ON CONFLICT (tenant_id, endpoint_id, outbox_id) DO NOTHING
-"""  # noqa: S608 (module constants only)
+# The webhook sink's mark of a relay drain ($1: the drained outbox rows' ids): one delivery
+# per matching endpoint and audit event, and the rows marked fanned out, in one statement on
+# the relay's own connection (system scope). Endpoints see the events written after they
+# were registered. Idempotent: a re-drained row makes no second delivery.
+FAN_OUT_AND_MARK = f"""
+WITH fanned AS (
+  INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, outbox_id, customer_id, event_id,
+                                  event_type, payload, status, attempts, next_attempt_at,
+                                  created_at)
+  SELECT o.tenant_id, gen_random_uuid(), e.id, o.id, o.key, o.payload->>'id', o.topic,
+         o.payload, 'pending', 0, now(), now()
+  FROM outbox o
+  JOIN webhook_endpoints e
+    ON e.tenant_id = o.tenant_id AND e.active AND e.created_at <= o.created_at
+  WHERE o.id = ANY($1) AND o.topic = '{AUDIT_TOPIC}'
+    AND (cardinality(e.event_types) = 0 OR o.topic = ANY(e.event_types))
+    AND (cardinality(e.stages) = 0 OR o.payload->'data'->>'to_stage' = ANY(e.stages))
+  ON CONFLICT (tenant_id, endpoint_id, outbox_id) DO NOTHING
 )
+UPDATE outbox SET webhooks_fanned_at = now() WHERE id = ANY($1)
+"""  # noqa: S608 (module constants only)
 
 _DUE = text(
     """

@@ -242,7 +242,9 @@ class OutboxRelay:
         loads = orjson.loads
         rows = [OutboxRow(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6], r[7]) for r in found]
         await sink.publish(rows)
-        await raw.execute(_MARK.format(col=sink.column), [r.id for r in rows])
+        # A sink that publishes into this database (webhook deliveries) does it in its mark.
+        mark = getattr(sink, "mark", None) or _MARK.format(col=sink.column)
+        await raw.execute(mark, [r.id for r in rows])
         return len(rows)
 
     async def run(self) -> None:

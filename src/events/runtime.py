@@ -139,7 +139,7 @@ async def background(
             sinks.insert(0, LazyKafkaSink(link, tracing))
             consume = _consume_when_ready(link, bootstrap, usecases, tracing)
             tasks.append(asyncio.create_task(consume))
-        sinks.append(WebhookSink(engine))  # deliveries made from the outbox, in order
+        sinks.append(WebhookSink())  # deliveries made from the outbox, in order
         sinks.append(sealer)  # leads beside them: audit events are published once sealed
         relay = OutboxRelay(
             engine,

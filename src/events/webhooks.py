@@ -26,8 +26,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.data import webhooks as data
-from customer360.data.cloudevents import AUDIT_TOPIC
-from customer360.data.scope import system_scope
 from customer360.observability import REGISTRY, get_logger
 
 from .relay import OutboxRow
@@ -60,23 +58,17 @@ Resolver = Callable[[str, int], Awaitable[list[Address]]]
 
 class WebhookSink:
     """The relay's third sink: each audit event becomes one delivery per matching endpoint,
-    in the database, before the outbox row is marked (never a dual write)."""
+    in the database, by the statement that marks the drain's rows (never a dual write, and
+    no transaction of its own: `mark` runs on the relay's connection)."""
 
     name, column = "webhooks", "webhooks_fanned_at"
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    mark = data.FAN_OUT_AND_MARK
 
     async def reset(self) -> None:
         return None
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
-        ids = [r.id for r in rows if r.topic == AUDIT_TOPIC]
-        if not ids:
-            return
-        async with self.engine.begin() as conn:
-            await system_scope(conn)
-            await conn.execute(data.FAN_OUT, {"ids": ids})
+        return None  # done by `mark`
 
 
 async def resolve(host: str, port: int) -> list[Address]:
