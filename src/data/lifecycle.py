@@ -248,23 +248,11 @@ class SqlLifecycleRepository:
         rows = await self.ex.rows(_PREPARE, params)
         states: dict[uuid.UUID, CustomerState] = {}
         stored: dict[tuple[str, str], StoredResult] = {}
-        for (
-            kind,
-            version,
-            doc,
-            updated_at,
-            by,
-            cid,
-            stage,
-            entered_at,
-            subject,
-            key,
-            fp,
-            result,
-        ) in rows:
+        for kind, version, doc, updated_at, by, cid, stage, entered_at, *first in rows:
             if kind == "customer":
                 states[cid] = CustomerState(cid, stage, version, entered_at, updated_at)
             elif kind == "key":
+                subject, key, fp, result = first
                 stored[(subject, key)] = StoredResult(fp, result_from_json(orjson.loads(result)))
             else:
                 config = config_from_json(
