@@ -12,6 +12,7 @@ windows stay per (tenant, sub) and shard in Redis Cluster as before.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ class RateLimiter:
         self._calls: Lanes[tuple[str, tuple[str, ...]], list[int]] = Lanes(
             self._reserve_all, in_flight=1
         )
+        self._handing_back: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def key(tenant: str, subject: str) -> str:
@@ -80,11 +82,31 @@ class RateLimiter:
         ids = tuple(uuid.uuid4().hex for _ in range(n))
         if n == 0:
             return Reservation(())
+        key = self.key(tenant, subject)
+        call = self._calls.submit(None, (key, ids))
         try:
-            granted, retry = await self._calls.submit(None, (self.key(tenant, subject), ids))
+            granted, retry = await asyncio.shield(call)
         except (RedisError, OSError):
             return Reservation((), retry_after=5, unavailable=True)
+        except asyncio.CancelledError:
+            # The call goes to Redis all the same: what it reserves for a request given up on
+            # is handed back, or it would count changes that never happened.
+            call.add_done_callback(lambda _: self._hand_back(key, ids, call))
+            raise
         return Reservation(ids[: int(granted)], retry_after=int(retry))
+
+    def _hand_back(self, key: str, ids: tuple[str, ...], call: asyncio.Future[list[int]]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._zrem(key, ids))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
+
+    async def _zrem(self, key: str, ids: Sequence[str]) -> None:
+        try:
+            await self.redis.zrem(key, *ids)
+        except (RedisError, OSError):
+            pass
 
     async def _reserve_all(self, calls: Waiting[tuple[str, tuple[str, ...]], list[int]]) -> None:
         """One round trip for every waiting call. The script is called by its hash alone (a
@@ -114,12 +136,8 @@ class RateLimiter:
 
     async def release(self, tenant: str, subject: str, ids: Sequence[str]) -> None:
         """Hand back slots of what was refused or replayed (best effort)."""
-        if not ids:
-            return
-        try:
-            await self.redis.zrem(self.key(tenant, subject), *ids)
-        except (RedisError, OSError):
-            pass
+        if ids:
+            await self._zrem(self.key(tenant, subject), ids)
 
 
 class Unlimited:

@@ -73,3 +73,23 @@ async def test_without_redis_updates_are_refused_and_say_so() -> None:
     finally:
         await gone.aclose()
     assert all(r.ids == () and r.unavailable and r.retry_after == 5 for r in got)
+
+
+async def test_a_reservation_given_up_on_hands_its_slots_back(redis: aioredis.Redis) -> None:
+    # given a reservation whose caller gives up while its call is on the way to Redis
+    limiter = RateLimiter(redis, limit=10)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    asking = asyncio.create_task(limiter.reserve(tenant, "u", 2))
+    await asyncio.sleep(0)
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    # when Redis has answered it (a later call waits behind it)
+    await limiter.reserve(tenant, "later", 1)
+    # then the two slots it reserved are handed back: no change was made with them
+    key = RateLimiter.key(tenant, "u")
+    for _ in range(100):
+        if await redis.zcard(key) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.zcard(key) == 0
