@@ -17,6 +17,11 @@ from customer360.workers import GRACEFUL_SECONDS
 
 # A year, subdomains included: a browser that saw it never tries plain HTTP again.
 HSTS = "max-age=31536000; includeSubDomains"
+# An idle keep-alive connection is closed by whichever side times out first; when that is
+# the server, a request the client sends on it at that moment is reset (a 502 behind a
+# proxy, a ReadError in httpx). So the gateway outwaits what sits in front of it: ingress
+# NGINX and cloud load balancers keep upstream connections 60 s, browsers and httpx less.
+KEEP_ALIVE_SECONDS = 75
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -28,6 +33,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_per_message_deflate": False,
         # A stop waits this long for open connections, then closes them: never for ever.
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
     if settings.tls_terminated:
         options["ssl_certfile"] = str(settings.tls_cert_file)

@@ -34,6 +34,7 @@ from customer360.data.migrate import grant_application_role, upgrade_async
 from customer360.devstack import embedded_kafka, embedded_postgres, embedded_redis, free_port
 from customer360.gql.fastpath import MISMATCHES, SHORT_READS
 from customer360.settings import Settings
+from customer360.tls import KEEP_ALIVE_SECONDS
 from tests.helpers import CLIENTS, apply_event, created_event, npm_installed
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -216,6 +217,8 @@ async def until_healthy(http: httpx.AsyncClient, tries: int = 300) -> None:
 @contextlib.asynccontextmanager
 async def run_server(app: Starlette, port: int | None = None, **options: Any) -> AsyncIterator[str]:
     port = port or free_port()
+    # As served (tls.server_options): httpx's pooled connections expire before the server's.
+    options.setdefault("timeout_keep_alive", KEEP_ALIVE_SECONDS)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -110,3 +111,31 @@ async def test_a_subscription_over_http_is_refused_with_where_it_is_served(api) 
         (error,) = resp.json()["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
         assert "WebSocket" in error["message"] and "graphql-transport-ws" in error["message"]
+
+
+async def test_an_idle_keep_alive_connection_outlasts_the_clients_pool(settings) -> None:
+    """httpx drops a pooled connection after 5 s idle, proxies after 60 s: a server that
+    closed first would reset the request a client sends on it at that moment."""
+    from customer360.app import create_app
+    from customer360.tls import server_options
+    from tests.conftest import run_server
+
+    served = settings.model_copy(update={"kafka_bootstrap": "off"})
+    async with run_server(create_app(served), **server_options(served)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        try:
+            for idle in (0, 6):  # 6 s: past uvicorn's default of 5 s
+                await asyncio.sleep(idle)
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+        finally:
+            writer.close()
