@@ -1,7 +1,7 @@
 """Redis cache: customer profiles (24 h) and lifecycle summaries (5 min).
 
 Each cached value lives under a generation counter that the outbox relay bumps for every
-committed change (`invalidate`), so a reader that raced a writer can never store its old
+committed change (`Invalidator`), so a reader that raced a writer can never store its old
 value where later readers look: it is filed under the old generation. Every read and write
 is one round trip (a Lua script), and the reads of all requests in one turn of the event
 loop share theirs. Any Redis failure is a miss: reads fall back to PostgreSQL.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -236,17 +236,44 @@ class Cache:
             log.warning("cache unavailable", error=type(exc).__name__)
 
 
-def invalidate(
-    pipe: Any, tenant: str, customer_ids: Iterable[str], *, summary: bool, token: str
-) -> None:
-    """Queue generation changes on a pipeline (the relay's, driven by the outbox).
+# KEYS: generation keys; ARGV: ttl, channel, one token per key, then messages to publish.
+# Caches first, then subscribers: one told about a customer must not find it cached as it
+# was. One call per relay drain: as a pipeline, a bulk call's 300 rows were 600 commands,
+# each packed and answered in Python (a fifth of the gateway's CPU under bulk writes).
+_BUMP = """
+local n = #KEYS
+for i, gk in ipairs(KEYS) do
+  redis.call('SET', gk, ARGV[2 + i], 'EX', ARGV[1])
+end
+for i = n + 3, #ARGV do
+  redis.call('PUBLISH', ARGV[2], ARGV[i])
+end
+return n
+"""
 
-    `token` is unique for ever (the outbox row id), so a generation never comes back: a
+
+class Invalidator:
+    """Generation changes and the messages that announce them, driven by the outbox relay.
+
+    A token is unique for ever (the outbox row id), so a generation never comes back: a
     counter would restart after its key expired and could meet a value stored under the same
     number before. Generations outlive values (2 x 24 h against 24 h), so a value stored while
     no generation existed is gone before a generation key can expire back to nothing.
     """
-    for cid in customer_ids:
-        pipe.set(f"{customer_key(tenant, cid)}:gen", token, ex=PROFILE_TTL * 2)
-    if summary:
-        pipe.set(f"{summary_key(tenant)}:gen", token, ex=PROFILE_TTL * 2)
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._bump = redis.register_script(_BUMP)
+
+    async def __call__(
+        self,
+        customers: Mapping[tuple[str, str], str],
+        summaries: Mapping[str, str],
+        channel: str,
+        messages: Sequence[bytes],
+    ) -> None:
+        """Set each (tenant, customer)'s and each tenant summary's generation to its token,
+        then publish `messages` on `channel`, in that order, in one round trip."""
+        keys = [f"{customer_key(t, c)}:gen" for t, c in customers]
+        keys += [f"{summary_key(t)}:gen" for t in summaries]
+        tokens = [*customers.values(), *summaries.values()]
+        await self._bump(keys=keys, args=[PROFILE_TTL * 2, channel, *tokens, *messages])

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from customer360.data.cache import invalidate
+from customer360.data.cache import Invalidator
 from customer360.data.cloudevents import AUDIT_TOPIC
 from customer360.data.outbox import NOTIFY_CHANNEL
 from customer360.data.retention import forget_expired
@@ -144,6 +144,7 @@ class RedisSink:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        self.invalidate = Invalidator(redis)
 
     async def reset(self) -> None:
         # A wedged connection is not handed out again; the pool makes new ones.
@@ -151,26 +152,18 @@ class RedisSink:
             await self.redis.connection_pool.disconnect()
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
-        # Caches first, then subscribers: a subscriber reading the customer it was told
-        # about must not find the old row cached (a pipeline runs in order).
         # One generation per key, the last row's: the ones before it would be overwritten
-        # within the same pipeline (a bulk call's 300 rows set their tenant's summary once).
+        # within the same call (a bulk call's 300 rows set their tenant's summary once).
         customers: dict[tuple[str, str], str] = {}
         summaries: dict[str, str] = {}
+        messages: list[bytes] = []
         for r in rows:
             customers[(r.tenant_id, r.key)] = str(r.id)
             if r.topic == AUDIT_TOPIC:
                 summaries[r.tenant_id] = str(r.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (tenant, key), token in customers.items():
-                invalidate(pipe, tenant, [key], summary=False, token=token)
-            for tenant, token in summaries.items():
-                invalidate(pipe, tenant, [], summary=True, token=token)
-            for r in rows:
-                if r.topic == AUDIT_TOPIC:
-                    message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
-                    pipe.publish(CHANNEL, orjson.dumps(message))
-            await pipe.execute()
+                message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
+                messages.append(orjson.dumps(message))
+        await self.invalidate(customers, summaries, CHANNEL, messages)
 
 
 # No row locks: each sink has one leader, and locking rows would let one sink's slow

@@ -207,3 +207,42 @@ async def test_concurrent_reads_of_many_tenants_share_one_round_trip_and_keep_th
             assert rows[cid].tenant_id == t
     finally:
         await client.aclose()
+
+
+async def test_one_call_sets_the_generations_before_it_announces_them(settings) -> None:
+    """The relay's call for a drain: every generation set with its expiry, and the messages
+    published in their order (one script, so no subscriber hears of a change before its
+    generation is set)."""
+    import redis.asyncio as aioredis
+
+    from customer360.data.cache import PROFILE_TTL, Invalidator, customer_key, summary_key
+
+    tenant, channel = f"t-{uuid.uuid4().hex[:8]}", f"test:{uuid.uuid4().hex}"
+    cids = [str(uuid.uuid4()) for _ in range(3)]
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    listener = redis.pubsub()
+    await listener.subscribe(channel)
+    try:
+        customers = {(tenant, c): str(100 + i) for i, c in enumerate(cids)}
+        messages = [f"m{i}".encode() for i in range(5)]
+        await Invalidator(redis)(customers, {tenant: "102"}, channel, messages)
+        heard = []
+        deadline = time.monotonic() + 5
+        while len(heard) < len(messages) and time.monotonic() < deadline:
+            # None for the subscription's own confirmation, as for silence
+            got = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+            if got is None:
+                continue
+            heard.append(got["data"])
+        assert heard == messages
+        for i, c in enumerate(cids):
+            key = f"{customer_key(tenant, c)}:gen"
+            assert await redis.get(key) == str(100 + i).encode()
+            assert PROFILE_TTL < await redis.ttl(key) <= 2 * PROFILE_TTL
+        assert await redis.get(f"{summary_key(tenant)}:gen") == b"102"
+        # nothing to announce: the generations alone
+        await Invalidator(redis)({(tenant, cids[0]): "103"}, {}, channel, [])
+        assert await redis.get(f"{customer_key(tenant, cids[0])}:gen") == b"103"
+    finally:
+        await listener.aclose()
+        await redis.aclose()

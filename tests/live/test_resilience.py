@@ -215,8 +215,11 @@ def test_a_slow_subscriber_is_marked_and_memory_stays_bounded() -> None:
 async def test_the_sweep_forgets_only_what_every_configured_sink_published(
     engine: AsyncEngine, tenant: str
 ) -> None:
+    import redis.asyncio as aioredis
+
     from customer360.events.relay import KafkaSink, OutboxRelay, RedisSink
 
+    unused = aioredis.Redis()  # the sweep publishes nothing: no connection is made
     async with engine.begin() as c:
         await c.execute(
             text(
@@ -238,11 +241,11 @@ async def test_the_sweep_forgets_only_what_every_configured_sink_published(
                 )
             }
 
-    with_kafka = OutboxRelay(engine, [KafkaSink(None), RedisSink(None)])  # type: ignore[arg-type]
+    with_kafka = OutboxRelay(engine, [KafkaSink(None), RedisSink(unused)])  # type: ignore[arg-type]
     async with engine.connect() as c:
         await with_kafka.sweep(c)
     assert await keys() == {"old-redis-only", "new-both"}
-    kafka_off = OutboxRelay(engine, [RedisSink(None)])  # type: ignore[arg-type]
+    kafka_off = OutboxRelay(engine, [RedisSink(unused)])
     async with engine.connect() as c:
         await kafka_off.sweep(c)
     assert await keys() == {"new-both"}
