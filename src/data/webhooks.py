@@ -247,24 +247,9 @@ async def replay_delivery(
 # The webhook sink's mark of a relay drain ($1: the drained outbox rows' ids): one delivery
 # per matching endpoint and audit event, and the rows marked fanned out, in one statement on
 # the relay's own connection (system scope). Endpoints see the events written after they
-# were registered. Idempotent: a re-drained row makes no second delivery.
-FAN_OUT_AND_MARK = f"""
-WITH fanned AS (
-  INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, outbox_id, customer_id, event_id,
-                                  event_type, payload, status, attempts, next_attempt_at,
-                                  created_at)
-  SELECT o.tenant_id, gen_random_uuid(), e.id, o.id, o.key, o.payload->>'id', o.topic,
-         o.payload, 'pending', 0, now(), now()
-  FROM outbox o
-  JOIN webhook_endpoints e
-    ON e.tenant_id = o.tenant_id AND e.active AND e.created_at <= o.created_at
-  WHERE o.id = ANY($1) AND o.topic = '{AUDIT_TOPIC}'
-    AND (cardinality(e.event_types) = 0 OR o.topic = ANY(e.event_types))
-    AND (cardinality(e.stages) = 0 OR o.payload->'data'->>'to_stage' = ANY(e.stages))
-  ON CONFLICT (tenant_id, endpoint_id, outbox_id) DO NOTHING
-)
-UPDATE outbox SET webhooks_fanned_at = now() WHERE id = ANY($1)
-"""  # noqa: S608 (module constants only)
+# were registered. Idempotent: a re-drained row makes no second delivery. Most audit events
+# never reach it: their seal fans them out (migration 0014, where the rule lives).
+FAN_OUT_AND_MARK = "SELECT c360_fan_out($1::bigint[], true)"
 
 _DUE = text(
     """

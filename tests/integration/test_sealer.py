@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -19,6 +20,8 @@ from customer360.data.db import make_engine
 from customer360.data.keys import TenantKeys
 from customer360.events.relay import OutboxRelay, OutboxRow
 from customer360.events.sealer import Sealer
+from customer360.events.signing import TargetPolicy
+from customer360.events.webhooks import WebhookSink
 from customer360.observability import REGISTRY
 from customer360.usecases import UseCases
 from tests.conftest import DATA_KEY, scratch_database
@@ -146,3 +149,99 @@ async def test_an_audit_event_is_published_only_once_its_row_is_sealed(
         assert event.history_seq is not None
         assert event.payload["data"]["chain"]["position"] == 1
         await conn.invalidate()
+
+
+async def fanned_out(engine: AsyncEngine, tenant: str) -> tuple[list[bool], list[Any]]:
+    """Each audit event's "fanned out" mark, and the deliveries made: (stage, chain position,
+    endpoint url) each."""
+    async with engine.connect() as c:
+        await c.execute(text("SELECT set_config('app.scope', 'system', true)"))
+        marks = await c.execute(
+            text(
+                "SELECT webhooks_fanned_at IS NOT NULL FROM outbox "
+                "WHERE tenant_id = :t AND topic = :a ORDER BY id"
+            ),
+            {"t": tenant, "a": AUDIT_TOPIC},
+        )
+        deliveries = await c.execute(
+            text(
+                "SELECT d.payload->'data'->>'to_stage', d.payload->'data'->'chain'->>'position', "
+                "e.url FROM webhook_deliveries d JOIN webhook_endpoints e "
+                "ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id "
+                "WHERE d.tenant_id = :t ORDER BY d.outbox_id"
+            ),
+            {"t": tenant},
+        )
+        return [m for (m,) in marks], [tuple(d) for d in deliveries]
+
+
+async def test_the_seal_fans_audit_events_out_to_the_endpoints_that_match(
+    own_engine: AsyncEngine,
+) -> None:
+    # given a tenant with an endpoint for At-Risk, one for everything that is paused, and
+    # another tenant with no endpoint at all
+    usecases = UseCases(own_engine, limiter=Unlimited(), webhook_policy=TargetPolicy(True))
+    hooked, plain = f"hook-{uuid.uuid4().hex[:8]}", f"plain-{uuid.uuid4().hex[:8]}"
+    customers = {}
+    for tenant in (hooked, plain):
+        created = created_event(tenant)
+        await usecases.apply_event(created)
+        customers[tenant] = uuid.UUID(created["data"]["customer_id"])
+    risky = {"url": "http://127.0.0.1:9/risk", "stages": ["At-Risk"], "active": True}
+    await usecases.create_webhook(hooked, "admin", risky)
+    await usecases.create_webhook(
+        hooked, "admin", {"url": "http://127.0.0.1:9/all", "active": False}
+    )
+    await seal(own_engine)
+    # when changes are written, then sealed with no relay running
+    for stage in ("Active", "At-Risk"):
+        for tenant in (hooked, plain):
+            move = command(tenant, customers[tenant], stage, reason_code="Low Engagement")
+            (done,) = (await usecases.update_stages([move])).outcomes
+            assert not isinstance(done, Exception)
+    assert await seal(own_engine) == 4
+    # then every sealed event is marked fanned out by its seal, and only the At-Risk change
+    # became a delivery, to the active endpoint, with its sealed payload
+    marks, deliveries = await fanned_out(own_engine, hooked)
+    assert marks == [True] * 3  # the creation's and the two changes'
+    assert deliveries == [("At-Risk", "3", "http://127.0.0.1:9/risk")]
+    marks, deliveries = await fanned_out(own_engine, plain)
+    assert marks == [True] * 3 and deliveries == []
+
+
+async def test_an_event_linked_at_commit_is_still_fanned_out_by_the_sink(
+    own_engine: AsyncEngine,
+) -> None:
+    # given an endpoint, and a change linked at its commit as the seed and older gateways
+    # link theirs (no seal: the sink is what fans it out)
+    usecases = UseCases(own_engine, limiter=Unlimited(), webhook_policy=TargetPolicy(True))
+    tenant = f"hook-{uuid.uuid4().hex[:8]}"
+    await usecases.create_webhook(tenant, "admin", {"url": "http://127.0.0.1:9/x", "active": True})
+    async with own_engine.begin() as c:
+        await c.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": tenant})
+        history = uuid.uuid4()
+        await c.execute(
+            text(
+                "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, to_stage, "
+                "changed_at, changed_by, source, config_version) "
+                "VALUES (:h, :t, gen_random_uuid(), 1, 'Prospect', now(), 'seed', 'api', 1)"
+            ),
+            {"h": history, "t": tenant},
+        )
+        await c.execute(
+            text(
+                "INSERT INTO outbox (tenant_id, topic, key, payload, history_id) VALUES "
+                '(:t, :a, \'k\', \'{"id": "e-1", "data": {"to_stage": "Prospect"}}\', :h)'
+            ),
+            {"t": tenant, "a": AUDIT_TOPIC, "h": history},
+        )
+    assert await unsealed(own_engine) == 0  # linked at commit
+    assert await fanned_out(own_engine, tenant) == ([False], [])
+    # when the webhook sink drains, then it makes the delivery and marks the row
+    async with own_engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("SELECT set_config('app.scope', 'system', false)"))
+        assert await OutboxRelay(own_engine, [WebhookSink()]).drain_once(conn, WebhookSink()) >= 1
+        await conn.invalidate()
+    marks, deliveries = await fanned_out(own_engine, tenant)
+    assert marks == [True] and [d[0] for d in deliveries] == ["Prospect"]
