@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from customer360.lifecycle import StageConfig
+from customer360.lifecycle import StageConfig, transition_id
 
 from .keys import keys_of
 from .lifecycle import load_stage_config
@@ -111,7 +111,7 @@ async def seed(
                 actor = "seed" if prev is None else rnd.choice(MANAGERS)
                 hist_rows.append(
                     (
-                        uuid.uuid4(),
+                        transition_id(at),
                         tenant,
                         cid,
                         version,

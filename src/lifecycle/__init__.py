@@ -10,6 +10,7 @@ from .service import (
     check_stage_rules,
     configure_stages,
     start_lifecycle,
+    transition_id,
     utcnow,
 )
 
@@ -37,5 +38,6 @@ __all__ = [
     "config_from_json",
     "configure_stages",
     "start_lifecycle",
+    "transition_id",
     "utcnow",
 ]

@@ -24,6 +24,7 @@ from customer360.lifecycle import (
     Source,
     StageConfig,
     Transition,
+    transition_id,
 )
 from customer360.lifecycle import change_stages as decide
 from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
@@ -257,3 +258,18 @@ async def test_a_commands_origin_is_carried_to_its_transition(world) -> None:  #
     tag = object()
     await change_stage(uow, cmd(cid, "Active", origin=tag), clock)
     assert repo.history[-1].origin is tag
+
+
+async def test_transition_ids_are_time_ordered_uuids_of_the_change(world) -> None:  # type: ignore[no-untyped-def]
+    # given a customer moved twice, an hour apart
+    _, uow, cid = world
+    first = await change_stage(uow, cmd(cid, "Onboarded"), clock)
+    later = await change_stage(uow, cmd(cid, "Active"), lambda: clock() + timedelta(hours=1))
+    ids = [first.transition.id, later.transition.id]  # type: ignore[union-attr]
+    # then each id is a UUIDv7 carrying its change's millisecond, so the later sorts after
+    assert [i.version for i in ids] == [7, 7]
+    stamps = [int.from_bytes(i.bytes[:6], "big") for i in ids]
+    assert stamps == [int(clock().timestamp() * 1000), int(clock().timestamp() * 1000) + 3_600_000]
+    assert ids[0] < ids[1]
+    # and many changes in the same millisecond still get distinct ids
+    assert len({transition_id(clock()) for _ in range(10_000)}) == 10_000
