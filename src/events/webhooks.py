@@ -57,9 +57,11 @@ Resolver = Callable[[str, int], Awaitable[list[Address]]]
 
 
 class WebhookSink:
-    """The relay's third sink: each audit event becomes one delivery per matching endpoint,
-    in the database, by the statement that marks the drain's rows (never a dual write, and
-    no transaction of its own: `mark` runs on the relay's connection)."""
+    """The relay's third sink, for what no seal fanned out: an audit event's seal makes its
+    deliveries and marks it (migration 0014), so this sink meets only rows linked at commit
+    (the seed's copy, older gateways) and rows that are not audit events. One delivery per
+    matching endpoint, in the database, by the statement that marks the drain's rows (never
+    a dual write, and no transaction of its own: `mark` runs on the relay's connection)."""
 
     name, column = "webhooks", "webhooks_fanned_at"
     mark = data.FAN_OUT_AND_MARK
