@@ -236,17 +236,17 @@ class Cache:
             log.warning("cache unavailable", error=type(exc).__name__)
 
 
-# KEYS: generation keys; ARGV: ttl, channel, one token per key, then messages to publish.
+# KEYS: generation keys; ARGV: ttl, one token per key, then (channel, message) pairs.
 # Caches first, then subscribers: one told about a customer must not find it cached as it
 # was. One call per relay drain: as a pipeline, a bulk call's 300 rows were 600 commands,
 # each packed and answered in Python (a fifth of the gateway's CPU under bulk writes).
 _BUMP = """
 local n = #KEYS
 for i, gk in ipairs(KEYS) do
-  redis.call('SET', gk, ARGV[2 + i], 'EX', ARGV[1])
+  redis.call('SET', gk, ARGV[1 + i], 'EX', ARGV[1])
 end
-for i = n + 3, #ARGV do
-  redis.call('PUBLISH', ARGV[2], ARGV[i])
+for i = n + 2, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
 end
 return n
 """
@@ -268,12 +268,12 @@ class Invalidator:
         self,
         customers: Mapping[tuple[str, str], str],
         summaries: Mapping[str, str],
-        channel: str,
-        messages: Sequence[bytes],
+        messages: Sequence[tuple[str, bytes]],
     ) -> None:
         """Set each (tenant, customer)'s and each tenant summary's generation to its token,
-        then publish `messages` on `channel`, in that order, in one round trip."""
+        then publish each (channel, message), in that order, in one round trip."""
         keys = [f"{customer_key(t, c)}:gen" for t, c in customers]
         keys += [f"{summary_key(t)}:gen" for t in summaries]
         tokens = [*customers.values(), *summaries.values()]
-        await self._bump(keys=keys, args=[PROFILE_TTL * 2, channel, *tokens, *messages])
+        published = [part for pair in messages for part in pair]
+        await self._bump(keys=keys, args=[PROFILE_TTL * 2, *tokens, *published])

@@ -1,7 +1,9 @@
-"""In-process fan-out: one pub/sub subscription per process, many GraphQL subscribers.
+"""In-process fan-out: one pub/sub connection per process, many GraphQL subscribers.
 
-Subscribers are grouped by tenant; each has a bounded queue, and one that falls behind is
-marked slow and dropped rather than letting memory grow.
+Subscribers are grouped by tenant, and the process listens to the channels of the tenants it
+has subscribers of (so a busy tenant nobody here watches costs this process nothing); each
+subscriber has a bounded queue, and one that falls behind is marked slow and dropped rather
+than letting memory grow.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import orjson
 from customer360.observability import get_logger
 
 from .pubsub import RESYNC, PubSubBackend
-from .relay import CHANNEL
+from .relay import channel
 
 log = get_logger("customer360.hub")
 QUEUE_SIZE = 512
@@ -54,7 +56,6 @@ class Hub:
 
     async def __aenter__(self) -> Hub:
         await self.backend.connect()
-        await self.backend.subscribe(CHANNEL)
         self._pump = asyncio.create_task(self._run())
         return self
 
@@ -67,9 +68,12 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, tenant: str) -> AsyncIterator[Subscriber]:
+        """A subscriber of `tenant`'s changes, which hears every change published after this
+        returns (Redis confirmed the tenant's channel, or is down and a RESYNC will follow)."""
         sub = Subscriber(tenant)
         self._tenants.setdefault(tenant, set()).add(sub)
         try:
+            await self.backend.subscribe(channel(tenant))
             yield sub
         finally:
             group = self._tenants.get(tenant)
@@ -77,6 +81,7 @@ class Hub:
                 group.discard(sub)
                 if not group:
                     del self._tenants[tenant]
+                    self.backend.unsubscribe(channel(tenant))
 
     def deliver(self, message: dict[str, Any]) -> None:
         for sub in list(self._tenants.get(message.get("tenant", ""), ())):

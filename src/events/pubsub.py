@@ -13,6 +13,7 @@ import contextlib
 from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from customer360.observability import get_logger
@@ -30,17 +31,36 @@ class PubSubBackend(Protocol):
     async def connect(self) -> None: ...
     async def disconnect(self) -> None: ...
     async def subscribe(self, channel: str) -> None: ...
+    def unsubscribe(self, channel: str) -> None: ...
     async def next_published(self) -> Published: ...
 
 
+# A subscriber waits this long for Redis to confirm its channel (so whatever commits after it
+# read its starting point reaches it). Past that, Redis is down or slow: it goes on, and the
+# confirmation that comes later is announced as a RESYNC, which makes it replay.
+CONFIRM_SECONDS = 2.0
+# How often the listener looks at the channel set between messages: the longest a new
+# channel waits for its SUBSCRIBE to be sent.
+POLL_SECONDS = 0.05
+
+
 class ResilientRedisBackend:
+    """One pub/sub connection per process, subscribed to the channels somebody here wants.
+
+    Only the listener task uses the connection: it sends SUBSCRIBE and UNSUBSCRIBE for the
+    channels added and dropped since its last look, and reads what comes back.
+    """
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._redis: aioredis.Redis | None = None
-        self._channels: set[str] = set()
+        self._wanted: set[str] = set()
+        self._sent: set[str] = set()  # SUBSCRIBE sent on the current connection
+        self._confirmed: set[str] = set()  # ... and confirmed by Redis
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._late: set[str] = set()  # a subscriber stopped waiting for its confirmation
         self._queue: asyncio.Queue[Published] = asyncio.Queue()
         self._listener: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
 
     async def connect(self) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -57,40 +77,82 @@ class ResilientRedisBackend:
             await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-        self._changed.set()
+        """Want `channel`; return once Redis confirmed it (or CONFIRM_SECONDS passed)."""
+        self._wanted.add(channel)
+        if channel in self._confirmed:
+            return
+        waiter = self._waiters.get(channel)
+        if waiter is None:
+            waiter = self._waiters[channel] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), CONFIRM_SECONDS)
+        except TimeoutError:
+            self._late.add(channel)
+            log.warning("redis pub/sub subscription not confirmed", channel=channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
 
     async def next_published(self) -> Published:
         return await self._queue.get()
 
+    def _confirm(self, channel: str) -> None:
+        self._confirmed.add(channel)
+        waiter = self._waiters.pop(channel, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if channel in self._late:
+            self._late.discard(channel)
+            self._queue.put_nowait(Published(RESYNC, ""))
+
+    async def _follow(self, pubsub: PubSub) -> None:
+        """Bring the connection's subscriptions to the channels wanted now."""
+        added, dropped = self._wanted - self._sent, self._sent - self._wanted
+        if dropped:
+            self._sent -= dropped
+            self._confirmed -= dropped
+            await pubsub.unsubscribe(*dropped)
+        if added:
+            self._sent |= added
+            await pubsub.subscribe(*added)
+
     async def _listen(self) -> None:
         backoff = 0.1
-        first = True
+        lost = False
         while True:
             assert self._redis is not None
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
+            self._sent.clear()
+            self._confirmed.clear()
             try:
-                current = set(self._channels)
-                if current:
-                    await pubsub.subscribe(*current)
-                if not first:
-                    log.info("redis pub/sub resubscribed", channels=sorted(current))
+                await self._follow(pubsub)
+                if lost:
+                    # What was published while no connection listened is gone: say so.
+                    log.info("redis pub/sub resubscribed", channels=len(self._sent))
                     self._queue.put_nowait(Published(RESYNC, ""))
-                first, backoff = False, 0.1
-                self._changed.clear()
+                lost, backoff = False, 0.1
                 while True:
-                    if self._changed.is_set():
-                        break  # channel set changed: resubscribe on a fresh connection
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        channel = message["channel"].decode()
+                    await self._follow(pubsub)
+                    if pubsub.connection is None:  # nothing wanted yet: no connection either
+                        await asyncio.sleep(POLL_SECONDS)
+                        continue
+                    message = await pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._confirm(message["channel"].decode())
+                    elif message["type"] == "message":
                         data = message["data"]
                         self._queue.put_nowait(
-                            Published(channel, data.decode() if isinstance(data, bytes) else data)
+                            Published(
+                                message["channel"].decode(),
+                                data.decode() if isinstance(data, bytes) else data,
+                            )
                         )
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                lost = True
                 log.warning("redis pub/sub lost", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

@@ -45,7 +45,14 @@ if TYPE_CHECKING:
     from customer360.tracing import Tracing
 
 log = get_logger("customer360.relay")
-CHANNEL = "c360:lifecycle"
+
+
+def channel(tenant: str) -> str:
+    """Where a tenant's changes are announced: a process subscribes to the tenants its sockets
+    watch, and neither receives nor decodes the others' changes."""
+    return f"c360:lifecycle:{tenant}"
+
+
 RETENTION_DAYS = 7
 # A drain stuck longer (a half-open connection, a sink that never answers) is abandoned.
 DRAIN_TIMEOUT = 60.0
@@ -156,14 +163,14 @@ class RedisSink:
         # within the same call (a bulk call's 300 rows set their tenant's summary once).
         customers: dict[tuple[str, str], str] = {}
         summaries: dict[str, str] = {}
-        messages: list[bytes] = []
+        messages: list[tuple[str, bytes]] = []
         for r in rows:
             customers[(r.tenant_id, r.key)] = str(r.id)
             if r.topic == AUDIT_TOPIC:
                 summaries[r.tenant_id] = str(r.id)
                 message = {"tenant": r.tenant_id, "seq": r.history_seq, "event": r.payload}
-                messages.append(orjson.dumps(message))
-        await self.invalidate(customers, summaries, CHANNEL, messages)
+                messages.append((channel(r.tenant_id), orjson.dumps(message)))
+        await self.invalidate(customers, summaries, messages)
 
 
 # No row locks: each sink has one leader, and locking rows would let one sink's slow

@@ -225,7 +225,10 @@ async def test_one_call_sets_the_generations_before_it_announces_them(settings) 
     try:
         customers = {(tenant, c): str(100 + i) for i, c in enumerate(cids)}
         messages = [f"m{i}".encode() for i in range(5)]
-        await Invalidator(redis)(customers, {tenant: "102"}, channel, messages)
+        # a message for a channel nobody here listens to is published, and not heard here
+        sent = [(channel, m) for m in messages[:2]] + [(f"{channel}:other", b"x")]
+        sent += [(channel, m) for m in messages[2:]]
+        await Invalidator(redis)(customers, {tenant: "102"}, sent)
         heard = []
         deadline = time.monotonic() + 5
         while len(heard) < len(messages) and time.monotonic() < deadline:
@@ -241,7 +244,7 @@ async def test_one_call_sets_the_generations_before_it_announces_them(settings) 
             assert PROFILE_TTL < await redis.ttl(key) <= 2 * PROFILE_TTL
         assert await redis.get(f"{summary_key(tenant)}:gen") == b"102"
         # nothing to announce: the generations alone
-        await Invalidator(redis)({(tenant, cids[0]): "103"}, {}, channel, [])
+        await Invalidator(redis)({(tenant, cids[0]): "103"}, {}, [])
         assert await redis.get(f"{customer_key(tenant, cids[0])}:gen") == b"103"
     finally:
         await listener.aclose()

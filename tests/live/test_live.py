@@ -435,7 +435,7 @@ async def test_a_change_to_a_customer_that_no_longer_exists_is_not_found(
 ) -> None:
     import redis.asyncio as aioredis
 
-    from customer360.events.relay import CHANNEL
+    from customer360.events.relay import channel
 
     async with connect(server.url, auth(api)) as ws:
         await ws.subscribe(SUB)
@@ -456,7 +456,7 @@ async def test_a_change_to_a_customer_that_no_longer_exists_is_not_found(
         message = {"tenant": api.tenant, "seq": 2**40, "event": {"data": data}}
         client = aioredis.from_url(redis_url)
         try:
-            await client.publish(CHANNEL, json.dumps(message))
+            await client.publish(channel(api.tenant), json.dumps(message))
         finally:
             await client.aclose()
         # then its frame says NOT_FOUND, as a mutation's payload would
