@@ -32,7 +32,7 @@ from sqlalchemy import text
 from customer360.data.db import make_engine
 from customer360.data.scope import tenant_scope
 from customer360.devstack import embedded_kafka
-from customer360.events.relay import CHANNEL
+from customer360.events.relay import channel
 
 TENANT = "live"
 SUB = json.dumps(
@@ -83,10 +83,10 @@ async def socket(
 
 
 async def listen(redis_url: str, published: dict[str, float]) -> None:
-    """Notes when each transition id was published on the relay's pub/sub channel (ms)."""
+    """Notes when each transition id was published on the tenant's pub/sub channel (ms)."""
     client = aioredis.from_url(redis_url)
     async with client.pubsub() as ps:
-        await ps.subscribe(CHANNEL)
+        await ps.subscribe(channel(TENANT))
         async for m in ps.listen():
             if m["type"] == "message":
                 tid = orjson.loads(m["data"])["event"]["data"]["transition_id"]
