@@ -277,3 +277,22 @@ async def test_rows_left_unsealed_too_long_fail_verify_and_pass_once_sealed(
     await seal(engine)
     verdict = await verify(engine, fresh_tenant)
     assert verdict.broken == [] and verdict.rows == 2 and verdict.unsealed == 0
+
+
+async def test_the_digest_is_computed_in_place_by_the_statements_that_use_it(
+    engine: AsyncEngine,
+) -> None:
+    # given the chain's one digest, called as the seal and `c360 audit verify` call it
+    async with engine.connect() as c:
+        plan = (
+            await c.execute(
+                text(
+                    "EXPLAIN VERBOSE SELECT c360_history_digest(h.prev_hash, h) "
+                    "FROM lifecycle_history h"
+                )
+            )
+        ).scalars()
+        output = [line for line in plan if "Output:" in line]
+    # then PostgreSQL inlines its body (migration 0015): no query of its own for every row
+    assert output and all("sha256" in line for line in output), output
+    assert not any("c360_history_digest" in line for line in output), output
