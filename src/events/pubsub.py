@@ -55,8 +55,9 @@ class ResilientRedisBackend:
         self.url = url
         self._redis: aioredis.Redis | None = None
         self._wanted: set[str] = set()
-        self._sent: set[str] = set()  # SUBSCRIBE sent on the current connection
-        self._confirmed: set[str] = set()  # ... and confirmed by Redis
+        self._sent: set[str] = set()  # subscribed on the current connection, as last sent
+        self._unanswered: dict[str, int] = {}  # SUBSCRIBEs sent, not yet confirmed
+        self._confirmed: set[str] = set()  # subscribed, and every SUBSCRIBE confirmed
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._late: set[str] = set()  # a subscriber stopped waiting for its confirmation
         self._queue: asyncio.Queue[Published] = asyncio.Queue()
@@ -97,6 +98,15 @@ class ResilientRedisBackend:
         return await self._queue.get()
 
     def _confirm(self, channel: str) -> None:
+        left = self._unanswered.get(channel, 0) - 1
+        if left > 0:
+            # An earlier SUBSCRIBE's answer: an UNSUBSCRIBE and another SUBSCRIBE followed it,
+            # and until Redis has read that one, the channel may not be listened to.
+            self._unanswered[channel] = left
+            return
+        self._unanswered.pop(channel, None)
+        if channel not in self._sent:
+            return  # let go meanwhile
         self._confirmed.add(channel)
         waiter = self._waiters.pop(channel, None)
         if waiter is not None and not waiter.done():
@@ -114,6 +124,8 @@ class ResilientRedisBackend:
             await pubsub.unsubscribe(*dropped)
         if added:
             self._sent |= added
+            for channel in added:
+                self._unanswered[channel] = self._unanswered.get(channel, 0) + 1
             await pubsub.subscribe(*added)
 
     async def _listen(self) -> None:
@@ -123,6 +135,7 @@ class ResilientRedisBackend:
             assert self._redis is not None
             pubsub = self._redis.pubsub()
             self._sent.clear()
+            self._unanswered.clear()
             self._confirmed.clear()
             try:
                 await self._follow(pubsub)
