@@ -140,19 +140,21 @@ class Subscription:
                 if len(rows) < 500:
                     return
 
+        if after is None:
+            # A new subscriber wants the changes from now on, also when replaying a resync:
+            # "now" is when it asked, not when Redis confirmed its tenant's channel (the
+            # tenant's first subscriber in this process waits for that), so what was sealed
+            # in between is replayed below.
+            last = await ctx.reads.last_seq(ctx.tenant_id)
+        floor = last
         # Listen first, then replay: what commits meanwhile is queued, and deduplicated.
         counted = ctx.websocket is not None  # a group's shared run is counted per member
         if counted:
             SUBSCRIPTIONS.inc()
         try:
             async with ctx.live.subscribe(ctx.tenant_id) as sub:
-                if after is not None:
-                    floor = last
-                    async for e in replay(last):
-                        yield e
-                else:
-                    # A new subscriber wants changes from now on, also when replaying a resync.
-                    floor = last = await ctx.reads.last_seq(ctx.tenant_id)
+                async for e in replay(last):
+                    yield e
                 while True:
                     try:
                         message = await asyncio.wait_for(sub.queue.get(), WAKE_SECONDS)

@@ -89,3 +89,40 @@ async def test_a_subscriber_that_comes_back_at_once_misses_nothing(hub, redis) -
             await announce(redis, t, seq)
             # then it hears it
             assert await asyncio.wait_for(sub.queue.get(), 5) == {"tenant": t, "seq": seq}
+
+
+async def test_a_change_made_while_the_channel_is_being_confirmed_reaches_the_subscriber(
+    settings, api, make_customer, engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from customer360.app import create_app
+    from tests.conftest import Api, run_server
+    from tests.live.test_live import MOVE, SUB, auth, settled
+    from tests.live.wsclient import connect
+
+    # given a gateway whose Redis confirms a new channel only after a second
+    confirm = ResilientRedisBackend.subscribe
+
+    async def slowly(self: ResilientRedisBackend, channel: str) -> None:
+        await asyncio.sleep(1.0)
+        await confirm(self, channel)
+
+    monkeypatch.setattr(ResilientRedisBackend, "subscribe", slowly)
+    cid = await make_customer()
+    await settled(engine, api.tenant)
+    app = create_app(settings.model_copy(update={"kafka_bootstrap": "off"}))
+    async with run_server(app) as url, httpx.AsyncClient(base_url=url) as http:
+        mine = Api(http, api.tenant)
+        async with connect(url, auth(mine)) as ws:
+            # when a subscriber asks, and its customer changes while the channel is confirmed
+            await ws.subscribe(SUB, {"cid": str(cid)})
+            await asyncio.sleep(0.3)
+            moved = await mine.gql(MOVE, {"i": {"customerId": str(cid), "stage": "Onboarded"}})
+            # then the change reaches it, replayed, once
+            (e,) = await ws.events(1, timeout=5.0)
+            assert (
+                e["transition"]["id"] == moved["data"]["updateLifecycleStage"]["transition"]["id"]
+            )
+            with pytest.raises(TimeoutError):
+                await ws.events(1, timeout=1.0)
