@@ -57,7 +57,6 @@ class ResilientRedisBackend:
         self._wanted: set[str] = set()
         self._sent: set[str] = set()  # subscribed on the current connection, as last sent
         self._unanswered: dict[str, int] = {}  # SUBSCRIBEs sent, not yet confirmed
-        self._confirmed: set[str] = set()  # subscribed, and every SUBSCRIBE confirmed
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._late: set[str] = set()  # a subscriber stopped waiting for its confirmation
         self._queue: asyncio.Queue[Published] = asyncio.Queue()
@@ -80,7 +79,7 @@ class ResilientRedisBackend:
     async def subscribe(self, channel: str) -> None:
         """Want `channel`; return once Redis confirmed it (or CONFIRM_SECONDS passed)."""
         self._wanted.add(channel)
-        if channel in self._confirmed:
+        if self.listening(channel):
             return
         waiter = self._waiters.get(channel)
         if waiter is None:
@@ -97,6 +96,10 @@ class ResilientRedisBackend:
     async def next_published(self) -> Published:
         return await self._queue.get()
 
+    def listening(self, channel: str) -> bool:
+        """Subscribed on the current connection, and Redis answered every SUBSCRIBE of it."""
+        return channel in self._sent and channel not in self._unanswered
+
     def _confirm(self, channel: str) -> None:
         left = self._unanswered.get(channel, 0) - 1
         if left > 0:
@@ -107,7 +110,6 @@ class ResilientRedisBackend:
         self._unanswered.pop(channel, None)
         if channel not in self._sent:
             return  # let go meanwhile
-        self._confirmed.add(channel)
         waiter = self._waiters.pop(channel, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -120,7 +122,6 @@ class ResilientRedisBackend:
         added, dropped = self._wanted - self._sent, self._sent - self._wanted
         if dropped:
             self._sent -= dropped
-            self._confirmed -= dropped
             await pubsub.unsubscribe(*dropped)
         if added:
             self._sent |= added
@@ -136,7 +137,6 @@ class ResilientRedisBackend:
             pubsub = self._redis.pubsub()
             self._sent.clear()
             self._unanswered.clear()
-            self._confirmed.clear()
             try:
                 await self._follow(pubsub)
                 if lost:

@@ -33,10 +33,10 @@ async def test_an_old_answer_does_not_count_for_a_channel_subscribed_again() -> 
     assert [cmd for cmd, _ in sent.commands] == ["SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE"]
     # when the first SUBSCRIBE's answer arrives, the channel is not yet listened to
     backend._confirm("c")
-    assert "c" not in backend._confirmed
+    assert not backend.listening("c")
     # then only the last one's answer makes it so
     backend._confirm("c")
-    assert "c" in backend._confirmed
+    assert backend.listening("c")
 
 
 async def test_an_answer_for_a_channel_let_go_meanwhile_is_ignored() -> None:
@@ -47,4 +47,10 @@ async def test_an_answer_for_a_channel_let_go_meanwhile_is_ignored() -> None:
     backend.unsubscribe("c")
     await backend._follow(sent)
     backend._confirm("c")
-    assert "c" not in backend._confirmed
+    assert not backend.listening("c")
+    # and subscribing again waits for its own answer
+    backend._wanted.add("c")
+    await backend._follow(sent)
+    assert not backend.listening("c")
+    backend._confirm("c")
+    assert backend.listening("c")
