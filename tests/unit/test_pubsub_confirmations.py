@@ -20,14 +20,19 @@ class Sent:
         self.commands.append(("UNSUBSCRIBE", channels))
 
 
-async def test_an_old_answer_does_not_count_for_a_channel_subscribed_again() -> None:
-    backend = ResilientRedisBackend("redis://unused")
-    sent: Any = Sent()
-    # given a channel subscribed, let go and subscribed again before any answer came back
+async def subscribed_and_let_go() -> tuple[ResilientRedisBackend, Any]:
+    """A backend that sent SUBSCRIBE then UNSUBSCRIBE for channel "c", with no answer yet."""
+    backend, sent = ResilientRedisBackend("redis://unused"), Sent()
     backend._wanted.add("c")
     await backend._follow(sent)
     backend.unsubscribe("c")
     await backend._follow(sent)
+    return backend, sent
+
+
+async def test_an_old_answer_does_not_count_for_a_channel_subscribed_again() -> None:
+    # given a channel subscribed, let go and subscribed again before any answer came back
+    backend, sent = await subscribed_and_let_go()
     backend._wanted.add("c")
     await backend._follow(sent)
     assert [cmd for cmd, _ in sent.commands] == ["SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE"]
@@ -40,12 +45,7 @@ async def test_an_old_answer_does_not_count_for_a_channel_subscribed_again() -> 
 
 
 async def test_an_answer_for_a_channel_let_go_meanwhile_is_ignored() -> None:
-    backend = ResilientRedisBackend("redis://unused")
-    sent: Any = Sent()
-    backend._wanted.add("c")
-    await backend._follow(sent)
-    backend.unsubscribe("c")
-    await backend._follow(sent)
+    backend, sent = await subscribed_and_let_go()
     backend._confirm("c")
     assert not backend.listening("c")
     # and subscribing again waits for its own answer
