@@ -30,7 +30,7 @@ async def hub(redis_url: str) -> AsyncIterator[Hub]:
         yield hub
 
 
-def tenant() -> str:
+def fresh_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
 
 
@@ -45,10 +45,10 @@ async def announce(redis: aioredis.Redis, tenant: str, seq: int) -> None:
 
 async def test_a_subscriber_hears_what_is_published_as_soon_as_it_is_subscribed(hub, redis) -> None:
     # given a new subscriber of a tenant nobody here watched
-    t = tenant()
+    t = fresh_tenant()
     async with hub.subscribe(t) as sub:
-        # when a change is announced the moment it is subscribed (its replay's starting point
-        # is read then: anything later must reach it)
+        # when a change is announced the moment it is subscribed (what came before, its
+        # replay covers: from here on it must hear everything)
         await announce(redis, t, 1)
         # then it hears it
         got = await asyncio.wait_for(sub.queue.get(), 5)
@@ -56,7 +56,7 @@ async def test_a_subscriber_hears_what_is_published_as_soon_as_it_is_subscribed(
 
 
 async def test_a_process_listens_only_to_the_tenants_it_has_subscribers_of(hub, redis) -> None:
-    watched, other = tenant(), tenant()
+    watched, other = fresh_tenant(), fresh_tenant()
     assert await listeners(redis, watched) == 0
     # given two subscribers of one tenant
     async with hub.subscribe(watched) as first, hub.subscribe(watched) as second:
@@ -79,7 +79,7 @@ async def test_a_process_listens_only_to_the_tenants_it_has_subscribers_of(hub, 
 
 
 async def test_a_subscriber_that_comes_back_at_once_misses_nothing(hub, redis) -> None:
-    t = tenant()
+    t = fresh_tenant()
     for seq in range(20):
         # given the tenant's last subscriber just left (its channel about to be let go)
         async with hub.subscribe(t):
