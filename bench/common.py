@@ -531,14 +531,27 @@ async def open_loop_in_process(
 # --- where the CPU goes --------------------------------------------------------------------
 
 
-def _cpu_of(names: dict[str, int | str]) -> dict[str, dict[int, float]]:
+# In a cpu_split group: the whole machine's busy time (what every process, the kernel's
+# network stack and PostgreSQL's own background processes included, left of both cores).
+BOX = "*"
+Who = int | str | tuple[int]
+
+
+def _cpu_of(names: dict[str, Who]) -> dict[str, dict[int, float]]:
     """CPU seconds so far of each process of each named group: an int is a process with its
-    descendants, a str every process of that name."""
+    descendants, a 1-tuple a process alone (the benchmark itself, whose child is the
+    gateway), a str every process of that name, BOX the machine."""
     import psutil  # only the benchmarks need it
 
     out: dict[str, dict[int, float]] = {k: {} for k in names}
     for label, who in names.items():
-        if isinstance(who, int):
+        if who == BOX:
+            t = psutil.cpu_times()
+            out[label][0] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+            continue
+        if isinstance(who, tuple):
+            procs = [psutil.Process(who[0])]
+        elif isinstance(who, int):
             root = psutil.Process(who)
             procs = [root, *root.children(recursive=True)]
         else:
@@ -549,12 +562,14 @@ def _cpu_of(names: dict[str, int | str]) -> dict[str, dict[int, float]]:
                 # With the children it has reaped: PostgreSQL's parallel workers and any
                 # backend that ended live shorter than the block, and their CPU lands in the
                 # postmaster's children times once they exit.
-                out[label][p.pid] = t.user + t.system + t.children_user + t.children_system
+                alone = isinstance(who, tuple)
+                reaped = 0.0 if alone else t.children_user + t.children_system
+                out[label][p.pid] = t.user + t.system + reaped
     return out
 
 
 @contextlib.contextmanager
-def cpu_split(names: dict[str, int | str]) -> Iterator[dict[str, float]]:
+def cpu_split(names: dict[str, Who]) -> Iterator[dict[str, float]]:
     """CPU seconds each group spent inside the block, filled in when it ends. Processes alive
     at both ends count, with the children they reaped meanwhile (PostgreSQL's postmaster
     reaps its parallel workers: before, their CPU went uncounted)."""

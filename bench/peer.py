@@ -32,6 +32,7 @@ from common import (  # bench/common.py
     CACHE,
     ID_SLOT,
     SERVED,
+    Who,
     WrkResult,
     backend_args,
     bench_database,
@@ -232,7 +233,7 @@ def measure(
     a server's rate is bounded by what it and its database spend per answer."""
     script = wrk_script(body, ids, tokens)
     wrk(f"{base}/graphql", script, CONNECTIONS, WARM_UP_SECONDS)
-    groups: dict[str, int | str] = {
+    groups: dict[str, Who] = {
         "server": server,
         "postgres": "postgres",
         "redis": "redis-server",

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from uuid_utils import uuid4
+
 from customer360.lifecycle import Source, Transition
 
 AUDIT_TOPIC = "audit.lifecycle.updated"
@@ -52,14 +54,17 @@ def transition_from_data(
 
 
 def audit_event(t: Transition) -> dict[str, Any]:
+    # Built for every change of a bulk write: the time and the customer are formatted once,
+    # and the id comes from uuid-utils (a tenth of the standard library's uuid4 and str).
+    data = transition_data(t)
     return {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": str(uuid4()),
         "source": SOURCE,
         "type": AUDIT_TOPIC,
-        "time": iso(t.changed_at),
+        "time": data["changed_at"],
         "datacontenttype": "application/json",
-        "subject": str(t.customer_id),
+        "subject": data["customer_id"],
         "tenantid": t.tenant_id,
-        "data": transition_data(t),
+        "data": data,
     }
