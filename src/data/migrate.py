@@ -41,6 +41,8 @@ def grant_application_role(owner_url: str, app_url: str) -> str | None:
         # the history trigger, which runs as the owner.
         f'REVOKE UPDATE, DELETE, TRUNCATE ON lifecycle_history FROM "{role}"',
         f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON history_heads FROM "{role}"',
+        # Kept by the customers' triggers (migration 0016), which run as the owner.
+        f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON customer_list_keys FROM "{role}"',
     )
 
     async def run() -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customer360.lifecycle import StageConfig
 
+from . import models
 from .cache import SUMMARY_TTL, Cache
 from .chain import STAGE_SUMMARY
 from .crypto import TenantCipher
@@ -82,10 +83,12 @@ HISTORY_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Ordering:
-    """A keyset ordering: SQL columns with their directions, all ending in the id."""
+    """A keyset ordering: SQL columns with their directions, all ending in the id. `keyed`:
+    its index is on customer_list_keys (a column a stage change writes)."""
 
     columns: tuple[str, ...]
     descending: bool
+    keyed: bool = False
 
     def order_by(self) -> str:
         d = " DESC" if self.descending else ""
@@ -103,10 +106,29 @@ class Ordering:
 SORT_KEY = "(sort key)"
 ORDERINGS = {
     "CREATED_AT_DESC": Ordering(("created_at", "id"), True),
-    "UPDATED_AT_DESC": Ordering(("updated_at", "id"), True),
+    "UPDATED_AT_DESC": Ordering(("updated_at", "id"), True, keyed=True),
     "NAME_ASC": Ordering(("name", "id"), False),
-    "STAGE_ENTERED_AT_DESC": Ordering(("stage_entered_at", "id"), True),
+    "STAGE_ENTERED_AT_DESC": Ordering(("stage_entered_at", "id"), True, keyed=True),
 }
+
+# The indexes over what a stage change writes are on customer_list_keys (migration 0016),
+# whose row equals the customer's in every column they share. A list that one of them
+# serves reads its page of keys in index order and each customer by primary key, under
+# the table's own name, the shared columns taken from the keys: its statement reads as it
+# would on `customers` alone. LATERAL, so that the planner cannot start from the customers:
+# it estimates their row-level security rule by the tenant setting's value when it plans,
+# which is empty for these one-statement reads (`_scoped_statement`), takes the tenant for a
+# hundred rows and joins every key to all of them (145 ms for a page, docs/BENCHMARKS.md).
+_KEYED = tuple(c.name for c in models.customer_list_keys.columns)
+CUSTOMERS_BY_KEYS = (
+    "(SELECT "  # noqa: S608 (the models' column names only)
+    + ", ".join(
+        [f"k.{c}" for c in _KEYED]
+        + [f"c.{c.name}" for c in models.customers.columns if c.name not in _KEYED]
+    )
+    + " FROM customer_list_keys k CROSS JOIN LATERAL (SELECT * FROM customers c"
+    " WHERE c.tenant_id = k.tenant_id AND c.id = k.id OFFSET 0) AS c) AS customers"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +139,27 @@ class CustomerFilterSpec:
     assigned_to: str | None = None
     search: str | None = None
 
+    def reads_keys(self, order: str) -> bool:
+        """Whether a page is read through customer_list_keys: when an index there gives it
+        in order (by a time a stage change writes, or one stage newest first) and nothing
+        filters on the customers' own columns, which the keys cannot check before the join.
+        Other lists read `customers`, whose columns are the same."""
+        keyed = ORDERINGS[order].keyed or (
+            order == "CREATED_AT_DESC" and self.stages is not None and len(self.stages) == 1
+        )
+        return keyed and self.on_keys_only()
+
+    def on_keys_only(self) -> bool:
+        return (self.tier, self.tag, self.assigned_to, self.search) == (None, None, None, None)
+
     def where(self, params: dict[str, Any], email_index: bytes | None = None) -> str:
         """`email_index`: the search text's blind index (emails are stored sealed)."""
         clauses = ["tenant_id = :t", "deleted_at IS NULL"]
-        if self.stages is not None:
+        if self.stages is not None and len(self.stages) == 1:
+            # An equality, not ANY: the stage index then reads a page in order.
+            clauses.append("stage = :stage")
+            params["stage"] = self.stages[0]
+        elif self.stages is not None:
             clauses.append("stage = ANY(:stages)")
             params["stages"] = list(self.stages)
         if self.tier is not None:
@@ -405,8 +444,9 @@ class Reads:
         if columns is not None and SORT_KEY in columns:
             columns = (columns - {SORT_KEY}) | set(ordering.columns)
         shape = Customer if columns is None else shaped(columns)
+        source = CUSTOMERS_BY_KEYS if spec.reads_keys(order) else "customers"
         rows = await self._all(
-            f"SELECT {', '.join(shape.columns)} FROM customers WHERE {where} "  # noqa: S608
+            f"SELECT {', '.join(shape.columns)} FROM {source} WHERE {where} "  # noqa: S608
             f"ORDER BY {ordering.order_by()} LIMIT :limit",
             params,
         )
@@ -421,7 +461,10 @@ class Reads:
     async def count_customers(self, tenant_id: str, spec: CustomerFilterSpec) -> int:
         params: dict[str, Any] = {"t": tenant_id}
         where = spec.where(params, await self._blind(tenant_id, spec.search))
-        rows = await self._all(f"SELECT count(*) AS n FROM customers WHERE {where}", params)  # noqa: S608
+        # By stage alone: the keys' stage index counts without reading a customer.
+        by_keys = spec.stages is not None and spec.on_keys_only()
+        source = "customer_list_keys" if by_keys else "customers"
+        rows = await self._all(f"SELECT count(*) AS n FROM {source} WHERE {where}", params)  # noqa: S608
         return int(rows[0].n)
 
     async def stage_counts(self, tenant_id: str) -> dict[str, int]:
