@@ -9,7 +9,7 @@ and measures over real HTTP:
   3. S4: the rate of single updateLifecycleStage calls (seed spec bar: 100,000 in 5 minutes),
   4. S4b: bulk updateLifecycleStages, 100 changes per call, 4 calls in flight, until 100,000
      transitions; then the same calls from wrk for 12 s, counted by what the gateway
-     committed (the Python client costs the shared box 13-19 us per change, wrk about 1).
+     committed (the Python client costs the shared box 13-19 us per change).
 Writes are signed by `--users` users (200) of a name fresh for each run, so the production
 update budget (1,000 per user and hour) holds and is never raised.
 """
@@ -428,8 +428,8 @@ async def bulk_by_wrk(
     groups: dict[str, Who],
     per: Any,
 ) -> None:
-    """S4b again with wrk as the load generator (C, as for S1, S2 and S4), which leaves the
-    server the CPU that the Python client above spends (bench 13-19 us per change). The same
+    """S4b again with wrk as the load generator (C, as for S1, S2 and S4), which takes less of
+    the shared box than the Python client above (bench 13-19 us per change). The same
     calls: `bulk_size` changes each, `bulk_in_flight` connections, users of a fresh name.
     The rate counts what the gateway committed (its transitions counter): a first pass's
     no-ops and any failed change count for nothing."""
