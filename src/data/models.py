@@ -75,8 +75,8 @@ customers = Table(
     Index("ix_customers_email_bidx", "tenant_id", "email_bidx", postgresql_where=live),
     Index("ix_customers_tags", "tags", postgresql_using="gin"),
     # No index covers a column a stage change writes: with room on its page (fillfactor 90,
-    # migration 0016) the change updates the row HOT, and the lists ordered or filtered by
-    # those columns read customer_list_keys.
+    # migration 0016) the change updates the row HOT; the lists these columns order read
+    # customer_list_keys (data/queries.py).
     postgresql_with={"fillfactor": 90},
 )
 

@@ -98,7 +98,17 @@ async def test_a_stage_change_updates_the_customer_row_hot(
 async def test_no_index_of_the_customers_covers_a_column_a_stage_change_writes(
     engine: AsyncEngine,
 ) -> None:
-    written = {"stage", "stage_entered_at", "updated_at", "lifecycle_updated_at", "version"}
+    # What the write statement sets on a customer (data/lifecycle.py, RECORD_SQL).
+    written = {
+        "stage",
+        "stage_entered_at",
+        "updated_at",
+        "lifecycle_updated_at",
+        "lifecycle_updated_by",
+        "reason_code",
+        "source",
+        "version",
+    }
     async with engine.connect() as c:
         indexed = (
             await c.execute(

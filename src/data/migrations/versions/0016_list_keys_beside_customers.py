@@ -10,9 +10,10 @@ by. The customer row keeps every value, loses no column, and with room left on i
 
 The keys are kept by statement triggers on `customers`, so no writer (the API, the seed's
 copy, erasure, an older gateway in a rolling update) can forget them. Their function runs
-as the owner; the application's role may only read the table. Lists that order by
-`updatedAt` or `stageEnteredAt`, or filter by stage, join it (data/queries.py); reads of
-one customer and the default order (`createdAt`) do not touch it.
+as the owner; the application's role may only read the table. Lists ordered by `updatedAt`
+or `stageEnteredAt`, or by one stage newest first, read their page of keys, then each
+customer (data/queries.py); counts by stage read the keys alone. Reads of one customer and
+every other list read `customers` as before.
 
 Revision ID: 0016
 Revises: 0015
@@ -30,8 +31,8 @@ branch_labels = None
 depends_on = None
 
 TS = sa.DateTime(timezone=True)
-# The values the keys copy: a list joins on all of them (data/queries.py), so they are
-# equal in the customer row and its keys in every snapshot.
+# The columns the keys copy. The triggers run inside the writing statement, so each value is
+# the same in the customer row and its keys in every snapshot: a list may take it from either.
 KEYS = ("tenant_id", "id", "stage", "stage_entered_at", "updated_at", "created_at", "deleted_at")
 # 0005's rule, each setting read once per statement (an InitPlan). PostgreSQL estimates the
 # plain form by the setting's value when it plans, which is empty for the API's
