@@ -531,8 +531,8 @@ async def open_loop_in_process(
 # --- where the CPU goes --------------------------------------------------------------------
 
 
-# In a cpu_split group: the whole machine's busy time (what every process, the kernel's
-# network stack and PostgreSQL's own background processes included, left of both cores).
+# In a cpu_split group: the whole machine's busy time, every process, the kernel's network
+# stack and PostgreSQL's own background processes included.
 BOX = "*"
 Who = int | str | tuple[int]
 
