@@ -4,9 +4,9 @@ One set-based pass per tenant: every row's digest is recomputed from its stored 
 hash, every row must link to the row before it, positions must run 1..N without a gap, and
 the tenant's recorded head must be the last row. The first row failing any of these is named.
 
-Rows are linked after commit by the sealer (migration 0011): a row not yet sealed is not
-walked but counted, and one committed more than `STALE_SECONDS` ago fails the check, so a
-stalled sealer never passes for an intact chain.
+Changes are linked after commit by the sealer (migrations 0011, 0017): a change still queued
+for its seal is not walked but counted, and one committed more than `STALE_SECONDS` ago
+fails the check, so a stalled sealer never passes for an intact chain.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from .scope import system_scope
 _TENANTS = text(
     "SELECT tenant_id FROM history_heads WHERE CAST(:t AS text) IS NULL OR tenant_id = :t "
     "UNION SELECT DISTINCT tenant_id FROM lifecycle_history "
+    "WHERE CAST(:t AS text) IS NULL OR tenant_id = :t "
+    "UNION SELECT DISTINCT tenant_id FROM history_unsealed "
     "WHERE CAST(:t AS text) IS NULL OR tenant_id = :t ORDER BY 1"
 )
 
@@ -52,11 +54,16 @@ _HEAD = text(
 )
 
 
+# Queued changes (migration 0017), and rows inserted unlinked that their commit has not
+# linked yet (only inside the transaction that inserted them, or after tampering).
 _UNSEALED = text(
     "SELECT count(*) AS n, "
     "COALESCE(extract(epoch FROM now() - min(changed_at)), 0) AS oldest_s, "
-    "(array_agg(id ORDER BY seq))[1] AS first_id "
-    "FROM lifecycle_history WHERE tenant_id = :t AND chain_pos IS NULL"
+    "(array_agg(id ORDER BY seq))[1] AS first_id FROM ("
+    "SELECT history_id AS id, changed_at, seq FROM history_unsealed "
+    "WHERE tenant_id = :t AND customer_id IS NOT NULL "
+    "UNION ALL SELECT id, changed_at, seq FROM lifecycle_history "
+    "WHERE tenant_id = :t AND chain_pos IS NULL) u"
 )
 
 

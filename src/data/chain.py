@@ -1,10 +1,12 @@
-"""The history chain, sealed after commit (migration 0011, docs/WRITE_PATH.md).
+"""The history chain, sealed after commit (migrations 0011 and 0017, docs/WRITE_PATH.md).
 
-A stage change commits its history row unlinked and leaves the tenant's stage counts alone:
-no lock every change of a tenant must queue on through its WAL flush. The sealer links the
-committed rows in batches (`c360_seal`: replay seq, chain position and hash, the audit
-events' chain fields, the count deltas) and wakes the relays, which publish an audit event
-only once its row is sealed. Until then the row counts in the summary as a delta.
+A stage change commits its whole change queued in `history_unsealed` and leaves the
+tenant's stage counts alone: no lock every change of a tenant must queue on through its WAL
+flush. The sealer links the queued changes in batches (`c360_seal`): it inserts each history
+row with its replay seq, chain position and hash, and its audit event's outbox row with the
+chain fields, applies the count deltas, deletes the queue rows, and wakes the relays. Until
+then a change counts in the summary as a delta, and its history reads from the queue
+(`lifecycle_history_all`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 SEAL_CHANNEL = "c360_unsealed"
 WAKE_SEALER = f"SELECT pg_notify('{SEAL_CHANNEL}', '')"
 
-# Set by the write statement: its rows are left to the sealer, not linked at commit.
-DEFER_TO_SEALER = "set_config('c360.seal', 'deferred', true)"
+# Every change of a customer's history, sealed or still queued (migration 0017): in any
+# snapshot a change is in exactly one of the two tables. Replay and the chain read only
+# `lifecycle_history`, which holds what is sealed.
+ALL_HISTORY = "lifecycle_history_all"
 
 # Rows one seal links in one transaction (one WAL flush).
 SEAL_BATCH = 5_000

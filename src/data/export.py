@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .chain import ALL_HISTORY
 from .cloudevents import iso
 from .keys import keys_of
 from .scope import tenant_scope
@@ -31,9 +32,9 @@ _CUSTOMER = text(
     "FROM customers WHERE tenant_id = :t AND id = :id"
 )
 _HISTORY = text(
-    "SELECT h.id, h.version, h.from_stage, h.to_stage, h.changed_at, h.changed_by, "
+    "SELECT h.id, h.version, h.from_stage, h.to_stage, h.changed_at, h.changed_by, "  # noqa: S608
     "h.reason_code, h.source, h.config_version, c.event_source, c.event_id, c.event_type "
-    "FROM lifecycle_history h LEFT JOIN history_causes c "
+    f"FROM {ALL_HISTORY} h LEFT JOIN history_causes c "
     "ON c.tenant_id = h.tenant_id AND c.history_id = h.id "
     "WHERE h.tenant_id = :t AND h.customer_id = :id ORDER BY h.version"
 )

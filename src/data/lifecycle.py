@@ -21,7 +21,7 @@ from customer360.lifecycle.commands import IdempotencyRecord, StoredResult
 from customer360.tracing import TraceContext, outbox_trace_context
 
 from . import outbox
-from .chain import DEFER_TO_SEALER, STAGE_SUMMARY
+from .chain import STAGE_SUMMARY
 from .cloudevents import AUDIT_TOPIC, audit_event, transition_data, transition_from_data
 from .retention import IDEMPOTENCY_HOURS
 from .scope import TENANT_SQL
@@ -54,7 +54,7 @@ _PREPARE = Statement.of(
 )
 
 
-# One statement, one round trip: history, current status, outbox, keys.
+# One statement, one round trip: the queued change, current status, keys.
 RECORD_SQL = f"""
 WITH t AS (
   SELECT * FROM unnest(
@@ -66,18 +66,18 @@ WITH t AS (
   ) AS t(id, customer_id, version, from_stage, to_stage, changed_at, changed_by,
          reason_code, source, config_version, event, traceparent, tracestate)
 ),
-hist AS (
-  INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, from_stage, to_stage,
-                                 changed_at, changed_by, reason_code, source, config_version)
+queued AS (
+  -- The whole change, for the sealer (data/chain.py, migration 0017), which inserts its
+  -- history row linked and its audit event's outbox row sealed. That row's id is drawn now:
+  -- the cache generation the relay will set for the customer once it has published it.
+  INSERT INTO history_unsealed (history_id, tenant_id, customer_id, version, from_stage,
+                                to_stage, changed_at, changed_by, reason_code, source,
+                                config_version, {outbox.QUEUED_EVENT})
   SELECT id, :t, customer_id, version, from_stage, to_stage, changed_at, changed_by,
-         reason_code, source, config_version
-  FROM t ORDER BY customer_id, version
-  RETURNING id, seq, from_stage, to_stage
-),
-unsealed AS (
-  -- The sealer's queue, and the summary's deltas until it has counted them.
-  INSERT INTO history_unsealed (history_id, tenant_id, seq, from_stage, to_stage)
-  SELECT id, :t, seq, from_stage, to_stage FROM hist
+         reason_code, source, config_version, {outbox.NEXT_ID}, :topic, customer_id::text,
+         event, traceparent, tracestate
+  FROM t ORDER BY t.customer_id, t.version
+  RETURNING key, outbox_id
 ),
 latest AS (
   SELECT DISTINCT ON (customer_id) * FROM t ORDER BY customer_id, version DESC
@@ -89,15 +89,6 @@ cur AS (
          updated_at = GREATEST(c.updated_at, l.changed_at)
   FROM latest l WHERE c.tenant_id = :t AND c.id = l.customer_id
 ),
-box AS (
-  -- Sealed after commit (migration 0011), which also gives this audit event its replay seq
-  -- and the chain head after the change: consumers can anchor `c360 audit verify` outside
-  -- this database. The relays publish it once sealed.
-  {outbox.INSERT_LINKED}
-  SELECT :t, :topic, t.customer_id::text, t.event, hist.id, t.traceparent, t.tracestate
-  FROM t JOIN hist ON hist.id = t.id ORDER BY t.customer_id, t.version
-  RETURNING id, key
-),
 keys AS (
   INSERT INTO idempotency_keys (tenant_id, subject, key, fingerprint, result)
   SELECT :t, k.subject, k.key, k.fingerprint, k.result
@@ -108,12 +99,10 @@ keys AS (
     SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, created_at = now()
     WHERE idempotency_keys.created_at <= now() - make_interval(hours => :hours)
 )
--- Each customer's newest outbox row: the cache generation the relay will set for it, which
--- this process waits for before serving that customer from cache again (read-your-writes).
--- The history rows go to the sealer, which links them and counts them (data/chain.py): no
--- tenant-wide row or lock is held to this transaction's end, and no NOTIFY inside it.
-SELECT box.key, max(box.id) AS generation, (SELECT {DEFER_TO_SEALER}) AS sealing
-FROM box GROUP BY box.key
+-- Each customer's newest event's outbox id: the cache generation this process waits for
+-- before serving that customer from cache again (read-your-writes). No tenant-wide row or
+-- lock is held to this transaction's end, and no NOTIFY inside it (data/chain.py).
+SELECT key, max(outbox_id) AS generation FROM queued GROUP BY key
 """  # noqa: S608 (module constants only)
 _RECORD = Statement.of(RECORD_SQL)
 
@@ -302,7 +291,7 @@ class SqlLifecycleRepository:
                 "k_results": [result_to_json(k.result) for k in idempotency],
             },
         )
-        for key, generation, _sealing in rows:
+        for key, generation in rows:
             self.generations[uuid.UUID(key)] = int(generation)
 
     async def note_cause(self, tenant_id: str, source: str, event_id: str, type_: str) -> None:

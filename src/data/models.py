@@ -146,16 +146,39 @@ lifecycle_history = Table(
     Index("ix_lifecycle_history_tenant_seq", "tenant_id", "seq"),
 )
 
-# The committed changes awaiting their seal (migration 0011): their insert order, to seal
-# them in, and their count deltas, which the summary adds until then.
+# The committed changes awaiting their seal (migrations 0011, 0017): their insert order, to
+# seal them in, their count deltas, which the summary adds until then, and the whole change
+# (the history row's columns and its audit event), which the seal inserts linked. An older
+# gateway's rows hold only the seq and the stages (its history row is linked at its commit).
 history_unsealed = Table(
     "history_unsealed",
     metadata,
     Column("history_id", UUID(as_uuid=True), primary_key=True),
     Column("tenant_id", Text, nullable=False),
-    Column("seq", BigInteger, nullable=False),
+    Column(
+        "seq",
+        BigInteger,
+        server_default=text(
+            "nextval(pg_get_serial_sequence('lifecycle_history', 'seq')::regclass)"
+        ),
+        nullable=False,
+    ),
     Column("from_stage", Text),
     Column("to_stage", Text, nullable=False),
+    Column("customer_id", UUID(as_uuid=True)),
+    Column("version", Integer),
+    Column("changed_at", TS),
+    Column("changed_by", Text),
+    Column("reason_code", Text),
+    Column("source", String(16)),
+    Column("config_version", Integer),
+    Column("outbox_id", BigInteger),
+    Column("topic", Text),
+    Column("key", Text),
+    Column("event", JSONB),
+    Column("traceparent", Text),
+    Column("tracestate", Text),
+    Column("created_at", TS, server_default=func.now()),
     Index("ix_history_unsealed_tenant_seq", "tenant_id", "seq"),
 )
 

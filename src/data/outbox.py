@@ -14,9 +14,8 @@ WAKE = f"pg_notify('{NOTIFY_CHANNEL}', '')"
 CACHE_TOPIC = "c360.cache.customer"
 
 INSERT = "INSERT INTO outbox (tenant_id, topic, key, payload)"
-# An audit event's row, linked to the history row it announces (its replay seq and chain
-# head are set from that row at commit, migration 0006), with the W3C trace context of the
-# write that made it (NULL when untraced, migration 0008): the relay publishes into that trace.
-INSERT_LINKED = (
-    "INSERT INTO outbox (tenant_id, topic, key, payload, history_id, traceparent, tracestate)"
-)
+# An audit event queued with its change (migration 0017): the seal inserts its outbox row,
+# sealed, with the W3C trace context of the write that made it (NULL when untraced,
+# migration 0008), so the relay publishes into that trace. Its id is drawn by the writer.
+QUEUED_EVENT = "outbox_id, topic, key, event, traceparent, tracestate"
+NEXT_ID = "nextval('outbox_id_seq')"

@@ -23,7 +23,7 @@ from customer360.lifecycle import StageConfig
 
 from . import models
 from .cache import SUMMARY_TTL, Cache
-from .chain import STAGE_SUMMARY
+from .chain import ALL_HISTORY, STAGE_SUMMARY
 from .crypto import TenantCipher
 from .customers import SEALED
 from .keys import keys_of
@@ -414,7 +414,7 @@ class Reads:
     ) -> dict[uuid.UUID, list[Record]]:
         """Whole histories, oldest first, for stage durations."""
         rows = await self._all(
-            f"SELECT {HISTORY_COLUMNS} FROM lifecycle_history "  # noqa: S608
+            f"SELECT {HISTORY_COLUMNS} FROM {ALL_HISTORY} "  # noqa: S608
             "WHERE tenant_id = :t AND customer_id = ANY(:ids) ORDER BY customer_id, version",
             {"t": tenant_id, "ids": list(ids)},
         )
@@ -510,21 +510,23 @@ class Reads:
             cond = " AND version < :v"
             params["v"] = before_version
         return await self._all(
-            f"SELECT {HISTORY_COLUMNS} FROM lifecycle_history "  # noqa: S608
+            f"SELECT {HISTORY_COLUMNS} FROM {ALL_HISTORY} "  # noqa: S608
             f"WHERE tenant_id = :t AND customer_id = :c{cond} ORDER BY version DESC LIMIT :limit",
             params,
         )
 
     async def history_count(self, tenant_id: str, customer_id: uuid.UUID) -> int:
         rows = await self._all(
-            "SELECT count(*) AS n FROM lifecycle_history WHERE tenant_id = :t AND customer_id = :c",
+            f"SELECT count(*) AS n FROM {ALL_HISTORY} "  # noqa: S608
+            "WHERE tenant_id = :t AND customer_id = :c",
             {"t": tenant_id, "c": customer_id},
         )
         return int(rows[0].n)
 
     async def stage_at(self, tenant_id: str, customer_id: uuid.UUID, as_of: datetime) -> str | None:
         rows = await self._all(
-            "SELECT to_stage FROM lifecycle_history WHERE tenant_id = :t AND customer_id = :c "
+            f"SELECT to_stage FROM {ALL_HISTORY} "  # noqa: S608
+            "WHERE tenant_id = :t AND customer_id = :c "
             "AND changed_at <= :at ORDER BY version DESC LIMIT 1",
             {"t": tenant_id, "c": customer_id, "at": as_of},
         )

@@ -92,8 +92,9 @@ async def test_concurrent_writers_and_sealers_build_one_unbroken_chain_in_seal_o
 async def test_history_refuses_update_delete_and_truncate_even_for_its_owner(
     engine: AsyncEngine, make_customer, fresh_tenant: str
 ) -> None:
-    # given a customer with history, and a connection as the owner (a superuser here)
+    # given a customer with sealed history, and a connection as the owner (a superuser here)
     await make_customer(fresh_tenant)
+    await seal(engine)
     for sql in (
         "UPDATE lifecycle_history SET to_stage = 'Churned' WHERE tenant_id = :t",
         "DELETE FROM lifecycle_history WHERE tenant_id = :t",

@@ -144,7 +144,7 @@ async def test_erasing_a_customer_blanks_personal_data_and_keeps_history_countab
     async with engine.connect() as c:
         n = (
             await c.execute(
-                text("SELECT count(*) FROM lifecycle_history WHERE customer_id = :c"), {"c": ca}
+                text("SELECT count(*) FROM lifecycle_history_all WHERE customer_id = :c"), {"c": ca}
             )
         ).scalar()
     assert n == 1

@@ -183,5 +183,5 @@ async def test_stage_changes_on_the_driver_pool_touch_only_their_tenant(
         moved = sum(1 for o in outcomes[n : len(own) : 2] if o.transition is not None)  # type: ignore[union-attr]
         async with app_engine.begin() as c:
             await tenant_scope(c, t)
-            rows = (await c.execute(text("SELECT count(*) FROM lifecycle_history"))).scalar()
+            rows = (await c.execute(text("SELECT count(*) FROM lifecycle_history_all"))).scalar()
         assert rows == 4 + moved

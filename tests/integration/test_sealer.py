@@ -45,13 +45,7 @@ async def own_engine(pg_server_url: str) -> AsyncIterator[AsyncEngine]:
 
 async def unsealed(engine: AsyncEngine) -> int:
     async with engine.connect() as c:
-        return int(
-            (
-                await c.execute(
-                    text("SELECT count(*) FROM lifecycle_history WHERE chain_pos IS NULL")
-                )
-            ).scalar_one()
-        )
+        return int((await c.execute(text("SELECT count(*) FROM history_unsealed"))).scalar_one())
 
 
 async def sealed_within(engine: AsyncEngine, seconds: float) -> bool:
