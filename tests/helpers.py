@@ -129,6 +129,19 @@ async def seal(engine: AsyncEngine) -> int:
     return sealed
 
 
+async def unpublished(engine: AsyncEngine, sink: str, tenant: str | None = None) -> int:
+    """What the sink marking `sink` (an outbox column: `redis_published_at`, `published_at`)
+    has still to publish, of one tenant or all: its outbox rows, and the audit events queued
+    with their changes, whose outbox rows their seal writes (migration 0017)."""
+    of = "" if tenant is None else " AND tenant_id = :t"
+    query = text(
+        f"SELECT (SELECT count(*) FROM outbox WHERE {sink} IS NULL{of}) "
+        f"+ (SELECT count(*) FROM history_unsealed WHERE outbox_id IS NOT NULL{of})"
+    )
+    async with engine.connect() as c:
+        return int((await c.execute(query, {"t": tenant})).scalar_one())
+
+
 def command(tenant: str, cid: uuid.UUID, stage: str, **kw: Any) -> ChangeStage:
     return ChangeStage(tenant, cid, stage, "user-1", Source.UI, **kw)
 

@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 HERE = Path(__file__).resolve().parent
 
+# What a change's writer may give of its history row: not the chain's columns.
+HISTORY_INSERTABLE = (
+    "id, tenant_id, customer_id, version, from_stage, to_stage, changed_at, changed_by, "
+    "reason_code, source, config_version"
+)
+
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
@@ -38,8 +44,11 @@ def grant_application_role(owner_url: str, app_url: str) -> str | None:
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
         f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
         # History is append-only for the application; the chain heads are written only by
-        # the history trigger, which runs as the owner.
-        f'REVOKE UPDATE, DELETE, TRUNCATE ON lifecycle_history FROM "{role}"',
+        # the history trigger, which runs as the owner. The application writes no history
+        # since migration 0017 (the seal does, as the owner); an older gateway or the seed
+        # may insert a change, never its links or seq, which its commit draws.
+        f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON lifecycle_history FROM "{role}"',
+        f'GRANT INSERT ({HISTORY_INSERTABLE}) ON lifecycle_history TO "{role}"',
         f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON history_heads FROM "{role}"',
         # Kept by the customers' triggers (migration 0016), which run as the owner.
         f'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON customer_list_keys FROM "{role}"',

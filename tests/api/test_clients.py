@@ -10,11 +10,10 @@ import subprocess
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from customer360.lifecycle import ChangeStage
 from tests.conftest import make_token
-from tests.helpers import CLIENTS, run_node
+from tests.helpers import CLIENTS, run_node, unpublished
 
 
 async def test_apollo_and_urql_caches_stay_right_through_the_readme_flows(
@@ -165,12 +164,8 @@ async def test_a_live_list_on_graphql_ws_resumes_exactly_after_a_failure_and_a_r
 async def published(engine: Any, tenant: str, within: float = 15.0) -> None:
     """Until the relay has published every change of `tenant` to Redis (live subscribers):
     a subscription opened after this sees none of them."""
-    query = text("SELECT count(*) FROM outbox WHERE tenant_id = :t AND redis_published_at IS NULL")
     async with asyncio.timeout(within):
-        while True:
-            async with engine.connect() as conn:
-                if (await conn.execute(query, {"t": tenant})).scalar() == 0:
-                    return
+        while await unpublished(engine, "redis_published_at", tenant):
             await asyncio.sleep(0.05)
 
 

@@ -39,7 +39,7 @@ async def test_two_creations_of_one_customer_at_once_make_one_lifecycle(engine, 
     async with engine.connect() as c:
         n = (
             await c.execute(
-                text("SELECT count(*) FROM lifecycle_history WHERE customer_id=:c"), {"c": cid}
+                text("SELECT count(*) FROM lifecycle_history_all WHERE customer_id=:c"), {"c": cid}
             )
         ).scalar()
     assert n == 1

@@ -91,3 +91,47 @@ async def test_the_models_alembic_reads_match_what_the_migrations_build(database
         await engine.dispose()
     # then it finds nothing to generate
     assert diff == []
+
+
+async def test_changes_queued_before_0017_are_sealed_by_the_upgrade(blank_url: str) -> None:
+    # given a database at 0016 holding a change its writer left to the sealer, unsealed
+    await asyncio.to_thread(upgrade, blank_url, "0016")
+    engine: AsyncEngine = create_async_engine(blank_url)
+    try:
+        async with engine.begin() as c:
+            await c.execute(text("SELECT set_config('c360.seal', 'deferred', true)"))
+            history = uuid.uuid4()
+            (seq,) = (
+                await c.execute(
+                    text(
+                        "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, "
+                        "from_stage, to_stage, changed_at, changed_by, source, config_version) "
+                        "VALUES (:h, 'old', gen_random_uuid(), 1, NULL, 'S1', now(), 'u', "
+                        "'UI', 1) RETURNING seq"
+                    ),
+                    {"h": history},
+                )
+            ).one()
+            await c.execute(
+                text(
+                    "INSERT INTO history_unsealed (history_id, tenant_id, seq, from_stage, "
+                    "to_stage) VALUES (:h, 'old', :s, NULL, 'S1')"
+                ),
+                {"h": history, "s": seq},
+            )
+        # when it is brought to head
+        await asyncio.to_thread(upgrade, blank_url)
+        # then the change is linked, counted and off the queue, and the chain verifies
+        async with engine.connect() as c:
+            linked = (
+                await c.execute(
+                    text("SELECT chain_pos FROM lifecycle_history WHERE id = :h"), {"h": history}
+                )
+            ).scalar_one()
+            counts = dict((await c.execute(text("SELECT stage, count FROM stage_counts"))).all())
+            queued = (await c.execute(text("SELECT count(*) FROM history_unsealed"))).scalar()
+        assert (linked, counts, queued) == (1, {"S1": 1}, 0)
+        verdict = await verify(engine)
+        assert verdict.broken == [] and verdict.rows == 1
+    finally:
+        await engine.dispose()

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
 from tests.conftest import make_token
-from tests.helpers import created_event, event, read_topic, renewed_event
+from tests.helpers import created_event, event, read_topic, renewed_event, unpublished
 from tests.live.wsclient import connect
 
 SUB = """subscription($stage: String, $cid: ID, $after: String) {
@@ -37,16 +37,7 @@ async def settled(engine: Any, tenant: str) -> None:
     """Everything this tenant committed so far has gone out to Redis pub/sub."""
 
     async def done() -> bool:
-        async with engine.connect() as c:
-            return not (
-                await c.execute(
-                    text(
-                        "SELECT 1 FROM outbox WHERE tenant_id=:t "
-                        "AND redis_published_at IS NULL LIMIT 1"
-                    ),
-                    {"t": tenant},
-                )
-            ).first()
+        return await unpublished(engine, "redis_published_at", tenant) == 0
 
     await wait_for(done, 10)
 

@@ -34,6 +34,7 @@ from tests.helpers import (
     created_event,
     read_topic,
     renewed_event,
+    unpublished,
     use_cases,
 )
 from tests.live.test_live import SUB, wait_for
@@ -71,11 +72,7 @@ async def version_and_renewals(engine: AsyncEngine, cid: uuid.UUID) -> tuple[int
 
 
 async def pending(engine: AsyncEngine, column: str) -> int:
-    async with engine.connect() as c:
-        return int(
-            (await c.execute(text(f"SELECT count(*) FROM outbox WHERE {column} IS NULL"))).scalar()
-            or 0
-        )
+    return await unpublished(engine, column)
 
 
 async def test_changes_commit_while_kafka_is_down_and_are_published_when_it_returns(
