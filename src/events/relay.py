@@ -404,13 +404,16 @@ class OutboxRelay:
         return int(result.rowcount or 0)
 
     async def _gauge(self, conn: AsyncConnection) -> None:
+        # Audit events still queued with their change count too: the seal writes their
+        # outbox rows (migration 0017), and they are as unpublished as the rows it wrote.
         cond = " OR ".join(f"{s.column} IS NULL" for s in self._sinks) or "false"
         await system_scope(conn)
         row = (
             await conn.execute(
                 text(
                     f"SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at)), 0) "  # noqa: S608
-                    f"FROM outbox WHERE {cond}"
+                    f"FROM (SELECT created_at FROM outbox WHERE {cond} UNION ALL "
+                    "SELECT created_at FROM history_unsealed WHERE outbox_id IS NOT NULL) p"
                 )
             )
         ).one()

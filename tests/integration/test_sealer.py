@@ -239,3 +239,23 @@ async def test_an_event_linked_at_commit_is_still_fanned_out_by_the_sink(
         await conn.invalidate()
     marks, deliveries = await fanned_out(own_engine, tenant)
     assert marks == [True] and [d[0] for d in deliveries] == ["Prospect"]
+
+
+async def test_the_pending_gauge_counts_audit_events_still_queued_for_their_seal(
+    own_engine: AsyncEngine,
+) -> None:
+    # given a creation committed in a database that no sealer serves
+    tenant = f"gauge-{uuid.uuid4().hex[:8]}"
+    await UseCases(own_engine, limiter=Unlimited()).apply_event(created_event(tenant))
+    relay = OutboxRelay(own_engine, [WebhookSink()])
+
+    async def gauge() -> float | None:
+        async with own_engine.connect() as conn:
+            await relay._gauge(conn)
+        return REGISTRY.get_sample_value("c360_outbox_pending")
+
+    # then its audit event is pending while it waits for its seal (its outbox row is the
+    # seal's, migration 0017), and no longer once sealed (the seal fans it out)
+    assert await gauge() == 1
+    assert await seal(own_engine) == 1
+    assert await gauge() == 0
