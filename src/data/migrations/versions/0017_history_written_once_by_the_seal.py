@@ -16,7 +16,8 @@ queued ones (a change is in exactly one of the two in any snapshot).
 Writers that insert into `lifecycle_history` themselves (the seed's copy, older gateways
 during a rolling update) are linked at their commit, whatever they set: an older gateway's
 queue row (only the seq and the stages filled) is counted and dropped by the next seal.
-Only the seal supplies links; the trigger that refuses anyone else's fires only then.
+Only the seal supplies links: a row inserted with links by anyone else is refused by a
+trigger whose WHEN clause lets every other row by without a call.
 
 Revision ID: 0017
 Revises: 0016
