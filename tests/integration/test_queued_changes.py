@@ -19,9 +19,8 @@ from customer360.data.queries import Reads
 from customer360.settings import Settings
 from tests.helpers import change, seal
 from tests.helpers import command as move
+from tests.integration.test_audit_chain import CHAIN_LOCK, CHAIN_UNLOCK
 
-CHAIN_LOCK = text("SELECT pg_advisory_lock(hashtextextended('history-chain:' || :t, 0))")
-CHAIN_UNLOCK = text("SELECT pg_advisory_unlock(hashtextextended('history-chain:' || :t, 0))")
 FORGED = text(
     "INSERT INTO lifecycle_history (id, tenant_id, customer_id, version, to_stage, changed_at, "
     "changed_by, source, config_version, chain_pos, prev_hash, row_hash) VALUES "
